@@ -1,0 +1,274 @@
+"""Typed configuration: one frozen dataclass per stage, and PipelineConfig holding them.
+
+Configs are never silently rewritten: a bad value raises ConfigError saying what was expected,
+what came and how to fix it. They round-trip through plain dicts, JSON and TOML.
+
+>>> cfg = PipelineConfig(variants=2, generate=GenerateConfig(backend="texture"))
+>>> PipelineConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from .errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    backend: str = "auto"  # registry name; "auto": rembg + embedded ISNet when present, else classical
+    model: str = "isnet-general-use"  # rembg model name, a model-store name, or a path to an .onnx file
+    alpha_matting: bool = False  # rembg: refine the mask edge with alpha matting
+    device: Device = "auto"  # rembg: onnxruntime provider; "cuda" fails loudly when CUDA is absent
+    threshold: int = 128  # rembg: alpha at or above this is foreground (binary mask)
+    grabcut: bool = True  # classical: refine the first mask with GrabCut
+    keep_components: int = 0  # classical: keep only the N largest objects (0 = all large enough)
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    backend: str = "telea"  # registry name: "telea" or "ns" (OpenCV)
+    radius: int = 5  # cv2.inpaint neighbourhood radius, in pixels
+    dilate: int = 7  # grow the mask by this many pixels first so the object's halo is removed too
+    max_side: int = 768  # holes are filled at most at this resolution, then upsampled inside the hole only
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    backend: str = "describe"  # registry name: "describe" (no weights) or "git"
+    model: str = "microsoft/git-large-coco"  # git: model id or local folder (GIT or BLIP captioners)
+    max_tokens: int = 30  # git: longest caption, in tokens
+    device: Device = "auto"
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    backend: str = "auto"  # registry name; "auto": llama-cpp + SmolLM2 when present, else template
+    style: str = "photographic"  # style preset name (see `backdrop styles`)
+    styles_file: Optional[str] = None  # extra TOML/JSON presets merged over the bundled ones
+    model: str = "mistral-7b-instruct-v0.1.Q4_0.gguf"  # llama-cpp/gpt4all: GGUF file name or path
+    model_path: Optional[str] = None  # folder searched for `model` (default: the model store)
+    temperature: float = 0.2  # LLM sampling temperature
+    seed: int = 0  # LLM sampling seed, for reproducible prompts
+    max_tokens: int = 80  # longest LLM answer, in tokens
+    allow_download: bool = False  # gpt4all: may it download the model
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    backend: str = "texture"  # registry name: texture, pool, sd-txt2img, sd-inpaint, sd-img2img
+    model: Optional[str] = None  # sd-*: model id or local folder (None: the backend's default)
+    steps: int = 30  # sd-*: denoising steps
+    guidance: float = 7.5  # sd-*: classifier-free guidance scale
+    scheduler: str = "default"  # sd-*: default, ddim, pndm, euler, euler-a, dpm++, lms, unipc
+    short_side: int = 512  # sd-*: generation size's short side (multiple of 8); aspect of the input
+    strength: float = 0.6  # sd-img2img: how far from the clean background to move (0..1)
+    device: Device = "auto"  # sd-*: CUDA (fp16) when present, else CPU (fp32)
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    offload: bool = False  # sd-*: model CPU offload for small GPUs
+    attention_slicing: bool = False  # sd-*: lower peak memory at some speed cost
+    backgrounds: Optional[str] = None  # pool: folder of background images
+    patch: int = 48  # texture: patch size in pixels (at working resolution)
+    variation: float = 0.08  # texture/pool: colour and brightness jitter (0 = none)
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    feather: int = 2  # width of the soft edge, in pixels, outside the kept foreground
+    harmonize: bool = False  # match the edge's colour to the new background (the edge only)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    variants: int = 1  # new backgrounds per input image
+    seed: Optional[int] = None  # variant k (1-based) uses seed + k - 1; None: drawn once and recorded
+    prompt: Optional[str] = None  # a fixed prompt: skips caption and refine
+    negative: Optional[str] = None  # a negative prompt that replaces the style's
+    max_pixels: int = 60_000_000  # inputs larger than this are refused before decoding
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # -- round trips -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
+        return _from_dict(cls, data, "config")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PipelineConfig":
+        """Load a config from a .json or .toml file (keys as in ``to_dict``; missing ones default)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            if path.suffix.lower() == ".toml":
+                data = _toml().loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a table/object at the top")
+        return cls.from_dict(data)
+
+    def with_overrides(self, **stages: dict[str, Any]) -> "PipelineConfig":
+        """A copy with some stage fields replaced: ``cfg.with_overrides(generate={"steps": 4})``."""
+        changes: dict[str, Any] = {}
+        for key, value in stages.items():
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                changes[key] = _from_dict(type(current), {**dataclasses.asdict(current), **value}, key)
+            else:
+                changes[key] = value
+        return replace(self, **changes)
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover
+
+    return tomli
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_type(where: str, value: Any, hint: Any) -> None:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r} ({type(value).__name__})")
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "variants": (1, 1000),
+    "seed": (0, 2**32 - 1),
+    "max_pixels": (1, 2**40),
+    "segment.threshold": (1, 255),
+    "segment.keep_components": (0, 1000),
+    "inpaint.radius": (1, 100),
+    "inpaint.dilate": (0, 200),
+    "inpaint.max_side": (64, 16384),
+    "caption.max_tokens": (1, 512),
+    "refine.temperature": (0.0, 5.0),
+    "refine.seed": (0, 2**32 - 1),
+    "refine.max_tokens": (1, 1024),
+    "generate.steps": (1, 1000),
+    "generate.guidance": (0.0, 50.0),
+    "generate.short_side": (64, 4096),
+    "generate.strength": (0.0, 1.0),
+    "generate.patch": (8, 512),
+    "generate.variation": (0.0, 1.0),
+    "composite.feather": (0, 64),
+}
+
+
+def validate(cfg: PipelineConfig) -> None:
+    """Check types, Literal choices and ranges of every field; raise ConfigError on the first bad one."""
+    _validate_dc(cfg, "")
+    if cfg.generate.short_side % 8:
+        raise ConfigError(f"generate.short_side: expected a multiple of 8, got {cfg.generate.short_side}")
+
+
+def _validate_dc(obj: Any, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            if not isinstance(value, hints[f.name]):
+                raise ConfigError(f"{where}: expected {hints[f.name].__name__}, got {type(value).__name__}")
+            _validate_dc(value, where + ".")
+            continue
+        _check_type(where, value, hints[f.name])
+        bounds = _RANGES.get(where)
+        if bounds and value is not None and not (bounds[0] <= value <= bounds[1]):
+            raise ConfigError(f"{where}: expected a value from {bounds[0]} to {bounds[1]}, got {value!r}")
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # What a plain `backdrop run` uses: the best that is present here, weight-free otherwise.
+    "default": {},
+    # Weight-free everywhere: runs on any machine, no models at all.
+    "offline": {
+        "segment": {"backend": "classical"},
+        "refine": {"backend": "template"},
+    },
+    # The original design: rembg + OpenCV + GIT + GPT4All (Mistral 7B) + Stable Diffusion 1.5.
+    "seed": {
+        "segment": {"backend": "rembg", "model": "isnet-general-use"},
+        "inpaint": {"backend": "telea"},
+        "caption": {"backend": "git", "model": "microsoft/git-large-coco"},
+        "refine": {"backend": "gpt4all", "model": "mistral-7b-instruct-v0.1.Q4_0.gguf"},
+        "generate": {"backend": "sd-txt2img", "model": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+    },
+}
+
+
+def preset(name: str, base: PipelineConfig | None = None) -> PipelineConfig:
+    """The named preset applied over ``base`` (default config when None)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return (base or PipelineConfig()).with_overrides(**PRESETS[name])
