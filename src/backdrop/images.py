@@ -1,0 +1,229 @@
+"""Loading, validating and normalising input images; atomic writes.
+
+Every input becomes an upright 8-bit RGB ``PIL.Image`` or an :class:`InputError` with one line
+saying what is wrong. Sizes are checked from the header, before the pixels are decoded, so a
+decompression bomb is refused cheaply.
+
+>>> from PIL import Image
+>>> img = normalise(Image.new("I;16", (4, 4), 65535))
+>>> img.mode, img.getpixel((0, 0))
+('RGB', (255, 255, 255))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+MIN_SIDE = 8  # smaller images carry no usable background
+
+
+@dataclass
+class LoadedImage:
+    image: Image.Image  # upright 8-bit RGB
+    info: dict[str, Any] = field(default_factory=dict)  # path, format, original mode/size, notes
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (a folder's images, sorted, recursively) into a list of files.
+
+    Raises InputError for a path that does not exist or a folder with no images.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if p.is_dir():
+            found = sorted(
+                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _hidden(q, p)
+            )
+            if not found:
+                raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def load_image(path: str | Path, *, max_pixels: int = 60_000_000) -> LoadedImage:
+    """Open, check and normalise one image file (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    if size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    return load_bytes(data, name=str(path), max_pixels=max_pixels)
+
+
+def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_000) -> LoadedImage:
+    """Like :func:`load_image` for bytes in memory (uploads). ``name`` is only used in messages."""
+    import io
+
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # we check the header size ourselves, against max_pixels
+        try:
+            try:
+                im = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:
+                raise InputError(f"{name}: not an image, or a format Pillow cannot read") from None
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise InputError(f"{name}: unreadable image ({exc})") from None
+            w, h = im.size
+            if w * h > max_pixels:
+                raise InputError(
+                    f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                    "(raise max_pixels to allow it)"
+                )
+            if min(w, h) < MIN_SIDE:
+                raise InputError(f"{name}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+            info: dict[str, Any] = {
+                "path": name,
+                "format": im.format,
+                "mode": im.mode,
+                "size": [w, h],
+                "bytes": len(data),
+            }
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                info["frames"] = frames
+                info.setdefault("notes", []).append(f"animated ({frames} frames): the first frame is used")
+                im.seek(0)
+            try:
+                im.load()
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise InputError(f"{name}: truncated or corrupt image data ({exc})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    orientation = _orientation(im)
+    try:
+        upright = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not sink a good image
+        upright, orientation = im, None
+    if orientation not in (None, 1):
+        info["exif_orientation"] = orientation
+        info.setdefault("notes", []).append(f"EXIF orientation {orientation} applied: processed upright")
+    rgb, note = _to_rgb(upright)
+    if note:
+        info.setdefault("notes", []).append(note)
+    info["upright_size"] = list(rgb.size)
+    return LoadedImage(rgb, info)
+
+
+def _orientation(im: Image.Image) -> int | None:
+    try:
+        return im.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def normalise(im: Image.Image) -> Image.Image:
+    """Any Pillow image -> 8-bit RGB (16-bit and float scaled, alpha flattened onto white)."""
+    return _to_rgb(im)[0]
+
+
+def _to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
+    mode = im.mode
+    if mode == "RGB":
+        return im, None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im).astype(np.float64)
+        if mode == "F":
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            if lo >= 0.0 and hi <= 1.0:
+                lo, hi = 0.0, 1.0
+            note = f"float image scaled from [{lo:.4g}, {hi:.4g}] to 8 bits"
+        elif mode == "I" and arr.max(initial=0) <= 255 and arr.min(initial=0) >= 0:
+            lo, hi = 0.0, 255.0
+            note = "32-bit integer image read as 8-bit values"
+        else:
+            lo, hi = 0.0, 65535.0
+            note = "16-bit image scaled to 8 bits"
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+        scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB"), note
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB"), "transparency flattened onto white"
+    if mode == "CMYK":
+        return im.convert("RGB"), "CMYK converted to RGB"
+    return im.convert("RGB"), (f"{mode} converted to RGB" if mode not in ("L", "P") else None)
+
+
+# -- atomic output -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it becomes ``final`` in one rename.
+
+    On any error the temporary folder is removed, so a failed image leaves nothing behind.
+    An existing ``final`` raises OutputExistsError unless ``overwrite``.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise OutputExistsError(f"{final} exists; pass --overwrite to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
