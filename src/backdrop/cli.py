@@ -129,7 +129,7 @@ def run(
         cfg = cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
         from .images import collect_inputs
 
-        files = collect_inputs(inputs)
+        files = collect_inputs(inputs, exclude=[out])  # never the outputs of an earlier run
         from .pipeline import Pipeline
 
         return cfg, files, Pipeline.from_config(cfg)
@@ -169,12 +169,17 @@ def _str(p: Optional[Path]) -> Optional[str]:
 
 
 def _unique_names(files: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+    """One output folder name per input: its stem, or stem_2, stem_3, ... when already taken
+    (also by another file's own stem: a.png, a.jpg, a_2.png -> a, a_2, a_2_2)."""
+    used: set[str] = set()
     names = []
     for f in files:
-        stem = f.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        name, k = f.stem, 1
+        while name in used:
+            k += 1
+            name = f"{f.stem}_{k}"
+        used.add(name)
+        names.append(name)
     return names
 
 

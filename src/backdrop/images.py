@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,11 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError, OutputExistsError
+from .errors import BackdropError, InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 MIN_SIDE = 8  # smaller images carry no usable background
 
@@ -39,11 +41,14 @@ class LoadedImage:
     info: dict[str, Any] = field(default_factory=dict)  # path, format, original mode/size, notes
 
 
-def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
+def collect_inputs(paths: Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> list[Path]:
     """Expand files and folders (a folder's images, sorted, recursively) into a list of files.
 
+    Folders in ``exclude`` (the run's output folder) are not searched, so a second run over
+    ``.`` does not take the first run's results as inputs. Files named explicitly are kept.
     Raises InputError for a path that does not exist or a folder with no images.
     """
+    skip = [Path(e).resolve() for e in exclude]
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -51,7 +56,8 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
             raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
             found = sorted(
-                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _hidden(q, p)
+                q for q in p.rglob("*")
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _hidden(q, p) and not _under(q, skip)
             )
             if not found:
                 raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -59,6 +65,13 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    if not folders:
+        return False
+    resolved = path.resolve()
+    return any(resolved == f or f in resolved.parents for f in folders)
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -92,7 +105,9 @@ def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_
 
     if not data:
         raise InputError(f"{name}: empty file (0 bytes)")
-    with warnings.catch_warnings():
+    # Pillow's own bomb check is a process-wide setting; it is lifted only while this thread
+    # opens and decodes (the lock keeps concurrent loads, e.g. the studio's, from leaving it off).
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         old_limit = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None  # we check the header size ourselves, against max_pixels
@@ -152,7 +167,20 @@ def _orientation(im: Image.Image) -> int | None:
 
 
 def normalise(im: Image.Image) -> Image.Image:
-    """Any Pillow image -> 8-bit RGB (16-bit and float scaled, alpha flattened onto white)."""
+    """Any Pillow image -> upright 8-bit RGB, as :func:`load_image` makes it: the EXIF orientation
+    applied (as a viewer shows it), 16-bit and float scaled, alpha flattened onto white.
+
+    For images opened lazily (``Image.open``), broken pixel data raises a one-line InputError.
+    """
+    try:
+        im.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"truncated or corrupt image data ({exc})") from None
+    if _orientation(im) not in (None, 1):
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:  # a broken EXIF block must not sink a good image
+            pass
     return _to_rgb(im)[0]
 
 
@@ -178,6 +206,8 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
         scaled = np.clip((arr - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(scaled, "L").convert("RGB"), note
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        if mode == "La":  # premultiplied: Pillow converts it to RGBA only through LA
+            im = im.convert("LA")
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB"), "transparency flattened onto white"
@@ -187,6 +217,15 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
 
 
 # -- atomic output -------------------------------------------------------------------------------
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import, so no thread sees the briefly changed value
 
 
 @contextlib.contextmanager
@@ -199,9 +238,16 @@ def atomic_dir(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     final = Path(final)
     if final.exists() and not overwrite:
         raise OutputExistsError(f"{final} exists; pass --overwrite to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputExistsError(f"{final.parent} (or a folder above it) is a file, not a folder; "
+                                "choose another output folder") from None
+    except OSError as exc:
+        raise BackdropError(f"cannot create output folder {final.parent}: {exc.strerror}") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; the result is an ordinary folder
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -222,6 +268,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

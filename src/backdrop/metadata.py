@@ -5,7 +5,9 @@ Each PNG carries
 - ``backdrop``: a JSON record of the whole run (config, backends, seeds, versions),
 - XMP with the IPTC ``DigitalSourceType`` that fits how the pixels were made,
 - any extra text fields (the studio adds ``AI_Watermark`` and a timestamp).
-A JPEG carries the same record as JSON in EXIF UserComment, and the same XMP.
+A JPEG carries the parameters text where AUTOMATIC1111 puts it (EXIF UserComment, in the Exif
+sub-IFD), the record and extra text fields as JSON in a COM segment, and the same XMP; a JPEG
+segment holds 64 kB, so an oversized text is cut and an oversized record left out, with a warning.
 
 >>> from PIL import Image
 >>> import tempfile, pathlib
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,7 +41,11 @@ SOURCE_TYPES = {
     "digitalCapture": "the original capture (masks, cleaned backgrounds derived from it)",
 }
 USER_COMMENT = 0x9286
+_EXIF_IFD = 0x8769
 _JPEG_PREFIX = b"UNICODE\x00"
+_JPEG_MAX = 65533  # bytes in one JPEG marker segment
+_EXIF_OVERHEAD = 4096  # room kept in the EXIF segment for the other tags (Software, ImageDescription)
+log = logging.getLogger(__name__)
 
 
 def a1111_parameters(
@@ -80,7 +87,9 @@ def a1111_parameters(
 
 def _a1111_value(v: Any) -> str:
     text = str(v)
-    return json.dumps(text) if ("," in text or ":" in text or "\n" in text) else text
+    # quoted (JSON) when the plain text would not read back the same
+    plain = not any(c in text for c in ',:\n"') and text == text.strip()
+    return text if plain else json.dumps(text, ensure_ascii=False)
 
 
 def parse_a1111(text: str) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def encode_image(
     from . import __version__
 
     tool = f"backdrop {__version__}"
-    description = (parameters or "").split("\n", 1)[0] or None
+    description = (parameters or "").split("\n", 1)[0][:2000] or None
     xmp = xmp_packet(source_type, description=description, tool=tool)
     buf = io.BytesIO()
     fmt = fmt.upper()
@@ -171,16 +180,50 @@ def encode_image(
         info.add_itxt("XML:com.adobe.xmp", xmp)
         image.save(buf, "PNG", pnginfo=info)
     elif fmt in ("JPEG", "JPG"):
+        # As AUTOMATIC1111 writes a JPEG: the parameters text in the Exif sub-IFD's UserComment
+        # ("UNICODE" + UTF-16BE), so A1111-aware tools read it; the run record and the extra text
+        # fields go as JSON into a COM segment. Each JPEG segment holds at most 64 kB: what does
+        # not fit is cut (parameters) or left out (record), with a warning, never a failed save.
         exif = Image.Exif()
-        payload = {"parameters": parameters, "backdrop": record, "text": dict(text or {})}
-        exif[USER_COMMENT] = _JPEG_PREFIX + json.dumps(payload, default=str).encode("utf-16-be")
         exif[0x0131] = tool  # Software
         if description:
             exif[0x010E] = description[:2000]  # ImageDescription
-        image.convert("RGB").save(buf, "JPEG", quality=quality, exif=exif, xmp=xmp.encode("utf-8"))
+        if parameters is not None:
+            exif.get_ifd(_EXIF_IFD)[USER_COMMENT] = _user_comment(parameters)
+            excess = len(exif.tobytes()) - _JPEG_MAX
+            if excess > 0:  # the other tags took more room than reserved: cut the text further
+                keep = max(0, len(parameters) - excess // 2 - 16)
+                log.warning("parameters text cut to %d characters to fit the JPEG's EXIF", keep)
+                exif.get_ifd(_EXIF_IFD)[USER_COMMENT] = _user_comment(parameters[:keep])
+        com = _jpeg_comment(record, text)
+        image.convert("RGB").save(buf, "JPEG", quality=quality, exif=exif, xmp=xmp.encode("utf-8"),
+                                  **({"comment": com} if com else {}))
     else:
         raise ValueError(f"unsupported output format {fmt!r} (PNG or JPEG)")
     return buf.getvalue()
+
+
+def _user_comment(parameters: str) -> bytes:
+    room = (_JPEG_MAX - _EXIF_OVERHEAD) // 2  # UTF-16: two bytes a character (most)
+    if len(parameters) > room:
+        log.warning("parameters text of %d characters cut to %d to fit the JPEG's EXIF", len(parameters), room)
+        parameters = parameters[:room]
+    return _JPEG_PREFIX + parameters.encode("utf-16-be", "surrogatepass")
+
+
+def _jpeg_comment(record: Mapping[str, Any] | None, text: Mapping[str, str] | None) -> bytes | None:
+    if record is None and not text:
+        return None
+    payload: dict[str, Any] = {"backdrop": record, "text": {k: str(v) for k, v in (text or {}).items()}}
+    com = json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
+    if len(com) > _JPEG_MAX:
+        log.warning("backdrop record (%d bytes) does not fit a JPEG comment segment; left out", len(com))
+        payload["backdrop"] = None
+        com = json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
+        if len(com) > _JPEG_MAX:
+            log.warning("extra text fields do not fit a JPEG comment segment; left out")
+            return None
+    return com
 
 
 def save_image(image: Image.Image, path: str | Path, **kwargs: Any) -> Path:
@@ -213,14 +256,25 @@ def read_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
         out["text"] = info
     elif im.format == "JPEG":
         exif = im.getexif()
-        sub = exif.get_ifd(0x8769)  # Pillow puts UserComment in the Exif sub-IFD when read back
+        sub = exif.get_ifd(_EXIF_IFD)
         comment = sub.get(USER_COMMENT) or exif.get(USER_COMMENT)
         if isinstance(comment, bytes):
             payload = _decode_user_comment(comment)
-            if isinstance(payload, dict):
-                out["parameters"] = payload.get("parameters")
-                out["backdrop"] = payload.get("backdrop")
-                out["text"] = payload.get("text") or {}
+            if isinstance(payload, str):
+                parsed = _json_or_none(payload) if payload.startswith("{") else None
+                if isinstance(parsed, dict) and "parameters" in parsed:  # the layout before 0.1.0
+                    out["parameters"] = parsed.get("parameters")
+                    out["backdrop"] = parsed.get("backdrop")
+                    out["text"] = parsed.get("text") or {}
+                else:  # A1111's own layout: the parameters text itself
+                    out["parameters"] = payload
+        com = im.info.get("comment")
+        if isinstance(com, bytes):
+            extra = _json_or_none(com.decode("utf-8", "replace"))
+            if isinstance(extra, dict):
+                if extra.get("backdrop") is not None:
+                    out["backdrop"] = extra["backdrop"]
+                out["text"] = {**out["text"], **(extra.get("text") or {})}
         raw_xmp = im.info.get("xmp")
         xmp = raw_xmp.decode("utf-8", "replace") if isinstance(raw_xmp, bytes) else raw_xmp
     if xmp:
@@ -231,18 +285,30 @@ def read_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
     return out
 
 
-def _decode_user_comment(raw: bytes) -> Any:
-    if raw.startswith(_JPEG_PREFIX):
-        body = raw[len(_JPEG_PREFIX):]
+def _decode_user_comment(raw: bytes) -> str | None:
+    """The text of an EXIF UserComment (8-byte charset prefix, then the text)."""
+    prefix, body = raw[:8], raw[8:]
+    if prefix == _JPEG_PREFIX:
+        # The standard says the byte order of the EXIF block; writers differ, so try both and
+        # keep the reading that gives no NUL-padded characters (ASCII text read in the wrong
+        # byte order comes out as CJK code points with no NULs, so compare NUL counts instead).
+        candidates = []
         for enc in ("utf-16-be", "utf-16-le"):
             try:
-                return json.loads(body.decode(enc))
-            except (UnicodeDecodeError, ValueError):
+                candidates.append(body.decode(enc))
+            except UnicodeDecodeError:
                 continue
-        return None
-    if raw.startswith(b"ASCII\x00\x00\x00"):
-        return _json_or_none(raw[8:].decode("ascii", "replace"))
+        if not candidates:
+            return None
+        return min(candidates, key=_wrong_order_score)
+    if prefix in (b"ASCII\x00\x00\x00", b"\x00" * 8):
+        return body.decode("utf-8", "replace").rstrip("\x00")
     return None
+
+
+def _wrong_order_score(text: str) -> int:
+    # characters in U+0100..U+FFFF whose low byte is 0 are what ASCII turns into in the wrong order
+    return sum(1 for ch in text if ord(ch) > 0xFF and ord(ch) & 0xFF == 0)
 
 
 def _json_or_none(text: str) -> Any:
@@ -266,5 +332,5 @@ def format_metadata(meta: Mapping[str, Any]) -> str:
         lines.append(f"invisible watermark: {meta['watermark']}")
     if meta.get("backdrop") is not None:
         lines.append("backdrop record:")
-        lines += ["  " + line for line in json.dumps(meta["backdrop"], indent=2, default=str).split("\n")]
+        lines += ["  " + line for line in json.dumps(meta["backdrop"], indent=2, default=str, ensure_ascii=False).split("\n")]
     return "\n".join(lines)
