@@ -275,9 +275,6 @@ def test_preset_keeps_the_base_settings():
     assert cfg.segment.backend == "classical"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PRESETS['offline'] sets only segment+refine, so a base config "
-                   "(e.g. --config with caption 'git' or generate 'sd-txt2img') keeps its model backends "
-                   "under --preset offline; it should pin caption=describe, inpaint=telea, generate=texture")
 def test_offline_preset_is_weight_free_over_any_base():
     base = preset("seed")
     assert _backends(preset("offline", base)) == {"segment": "classical", "inpaint": "telea",

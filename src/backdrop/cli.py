@@ -139,7 +139,7 @@ def run(
 
     base_seed = cfg.seed if cfg.seed is not None else draw_seed()
     names = _unique_names(files)
-    failures: list[tuple[Path, str]] = []
+    failures: list[tuple[Path, str, BaseException]] = []
     done: list[Path] = []
     with _progress(quiet or len(files) < 1) as bar:
         task = bar.add_task("images", total=len(files))
@@ -154,14 +154,19 @@ def run(
                 if debug:
                     raise
                 msg = str(exc) if isinstance(exc, BackdropError) else f"unexpected {type(exc).__name__}: {exc}"
-                failures.append((path, msg))
+                failures.append((path, msg, exc))
                 typer.echo(f"error: {msg}" if str(path) in msg else f"error: {path}: {msg}", err=True)
             bar.advance(task)
     if not quiet:
         seeds = f"seeds {base_seed}..{base_seed + cfg.variants - 1}" if cfg.variants > 1 else f"seed {base_seed}"
         typer.echo(f"{len(done)} done, {len(failures)} failed ({seeds}) -> {out}", err=True)
     if failures:
-        raise typer.Exit(1)
+        codes = {_exit_code(exc) for _, _, exc in failures}
+        raise typer.Exit(codes.pop() if len(codes) == 1 else 1)
+
+
+def _exit_code(exc: BaseException) -> int:
+    return exc.exit_code if isinstance(exc, BackdropError) else 1
 
 
 def _str(p: Optional[Path]) -> Optional[str]:
@@ -240,6 +245,9 @@ def backends() -> None:
 def inspect(
     files: List[Path] = typer.Argument(..., help="PNG or JPEG files written by backdrop (or A1111)"),
     as_json: bool = typer.Option(False, "--json", help="print the raw metadata as JSON"),
+    watermark: Optional[bool] = typer.Option(
+        None, "--watermark/--no-watermark",
+        help="look for the invisible watermark (a few seconds); default: when the file says it is AI-made"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
     """Print the metadata embedded in saved images."""
@@ -260,7 +268,8 @@ def inspect(
                 typer.echo(f"error: {f}: not a readable PNG/JPEG ({type(exc).__name__})", err=True)
                 failed = True
                 continue
-            meta["watermark"] = _detect_watermark(f)
+            if watermark or (watermark is None and "AI_Watermark" in (meta.get("text") or {})):
+                meta["watermark"] = _detect_watermark(f) or "none found"
             if len(files) > 1:
                 typer.echo(f"== {f}")
             typer.echo(json.dumps(meta, indent=2, default=str) if as_json else format_metadata(meta))

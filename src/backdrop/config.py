@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional
 from .errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Scheduler = Literal["default", "ddim", "pndm", "euler", "euler-a", "dpm++", "lms", "unipc"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class GenerateConfig:
     model: Optional[str] = None  # sd-*: model id or local folder (None: the backend's default)
     steps: int = 30  # sd-*: denoising steps
     guidance: float = 7.5  # sd-*: classifier-free guidance scale
-    scheduler: str = "default"  # sd-*: default, ddim, pndm, euler, euler-a, dpm++, lms, unipc
+    scheduler: Scheduler = "default"  # sd-*: the model's own, or another sampler by name
     short_side: int = 512  # sd-*: generation size's short side (multiple of 8); aspect of the input
     strength: float = 0.6  # sd-img2img: how far from the clean background to move (0..1)
     device: Device = "auto"  # sd-*: CUDA (fp16) when present, else CPU (fp32)
@@ -254,7 +255,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Weight-free everywhere: runs on any machine, no models at all.
     "offline": {
         "segment": {"backend": "classical"},
+        "inpaint": {"backend": "telea"},
+        "caption": {"backend": "describe"},
         "refine": {"backend": "template"},
+        "generate": {"backend": "texture"},
     },
     # The original design: rembg + OpenCV + GIT + GPT4All (Mistral 7B) + Stable Diffusion 1.5.
     "seed": {

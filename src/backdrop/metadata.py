@@ -25,7 +25,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Any, Mapping
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape
 
 from PIL import Image, PngImagePlugin
 
@@ -38,9 +38,10 @@ SOURCE_TYPES = {
     "compositeWithTrainedAlgorithmicMedia": "a real foreground composited onto a model-generated background",
     "compositeSynthetic": "a real foreground composited onto a synthesised (not model-made) background",
     "algorithmicMedia": "made by an algorithm with no trained model (texture synthesis)",
-    "digitalCapture": "the original capture (masks, cleaned backgrounds derived from it)",
+    "digitalCapture": "an original capture, unedited",
 }
 USER_COMMENT = 0x9286
+BACKDROP_NS = "https://github.com/backdrop-augment/backdrop/ns/1.0/"
 _EXIF_IFD = 0x8769
 _JPEG_PREFIX = b"UNICODE\x00"
 _JPEG_MAX = 65533  # bytes in one JPEG marker segment
@@ -119,8 +120,9 @@ def parse_a1111(text: str) -> dict[str, Any]:
     return out
 
 
-def xmp_packet(source_type: str | None, *, description: str | None = None, tool: str | None = None) -> str:
-    """An XMP packet declaring the IPTC DigitalSourceType (and, optionally, a description)."""
+def xmp_packet(source_type: str | None, *, description: str | None = None, tool: str | None = None,
+               record_json: str | None = None) -> str:
+    """An XMP packet declaring the IPTC DigitalSourceType (optionally a description and the run record)."""
     props = []
     if source_type:
         props.append(f'   <Iptc4xmpExt:DigitalSourceType>{IPTC_BASE}{escape(source_type)}</Iptc4xmpExt:DigitalSourceType>')
@@ -131,6 +133,8 @@ def xmp_packet(source_type: str | None, *, description: str | None = None, tool:
             "   <dc:description><rdf:Alt><rdf:li xml:lang=\"x-default\">"
             f"{escape(description)}</rdf:li></rdf:Alt></dc:description>"
         )
+    if record_json:
+        props.append(f"   <backdrop:record>{escape(record_json)}</backdrop:record>")
     body = "\n".join(props)
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
@@ -139,7 +143,8 @@ def xmp_packet(source_type: str | None, *, description: str | None = None, tool:
         '  <rdf:Description rdf:about=""\n'
         '    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"\n'
         '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
-        '    xmlns:dc="http://purl.org/dc/elements/1.1/">\n'
+        '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
+        f'    xmlns:backdrop="{BACKDROP_NS}">\n'
         f"{body}\n"
         "  </rdf:Description>\n"
         " </rdf:RDF>\n"
@@ -196,6 +201,8 @@ def encode_image(
                 log.warning("parameters text cut to %d characters to fit the JPEG's EXIF", keep)
                 exif.get_ifd(_EXIF_IFD)[USER_COMMENT] = _user_comment(parameters[:keep])
         com = _jpeg_comment(record, text)
+        if com and len(com) < _JPEG_MAX - 8192:  # the record in XMP too, where XMP-aware tools read it
+            xmp = xmp_packet(source_type, description=description, tool=tool, record_json=com.decode("utf-8"))
         image.convert("RGB").save(buf, "JPEG", quality=quality, exif=exif, xmp=xmp.encode("utf-8"),
                                   **({"comment": com} if com else {}))
     else:
@@ -260,14 +267,8 @@ def read_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
         comment = sub.get(USER_COMMENT) or exif.get(USER_COMMENT)
         if isinstance(comment, bytes):
             payload = _decode_user_comment(comment)
-            if isinstance(payload, str):
-                parsed = _json_or_none(payload) if payload.startswith("{") else None
-                if isinstance(parsed, dict) and "parameters" in parsed:  # the layout before 0.1.0
-                    out["parameters"] = parsed.get("parameters")
-                    out["backdrop"] = parsed.get("backdrop")
-                    out["text"] = parsed.get("text") or {}
-                else:  # A1111's own layout: the parameters text itself
-                    out["parameters"] = payload
+            if isinstance(payload, str):  # A1111's layout: the parameters text itself
+                out["parameters"] = payload
         com = im.info.get("comment")
         if isinstance(com, bytes):
             extra = _json_or_none(com.decode("utf-8", "replace"))
@@ -277,6 +278,12 @@ def read_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
                 out["text"] = {**out["text"], **(extra.get("text") or {})}
         raw_xmp = im.info.get("xmp")
         xmp = raw_xmp.decode("utf-8", "replace") if isinstance(raw_xmp, bytes) else raw_xmp
+        m = re.search(r"<backdrop:record>(.*?)</backdrop:record>", xmp or "", re.S)
+        if m and out["backdrop"] is None:  # a tool kept the XMP but dropped the comment segment
+            extra = _json_or_none(unescape(m.group(1)))
+            if isinstance(extra, dict):
+                out["backdrop"] = extra.get("backdrop")
+                out["text"] = {**out["text"], **(extra.get("text") or {})}
     if xmp:
         m = re.search(r"digitalsourcetype/([A-Za-z]+)", xmp)
         out["digital_source_type"] = m.group(1) if m else None

@@ -248,7 +248,7 @@ class Pipeline:
                     steps=described.get("steps") if generative else None,
                     sampler=described.get("sampler") if generative else None,
                     cfg_scale=described.get("cfg_scale") if generative else None,
-                    seed=v.seed, size=size, model=described.get("model"),
+                    seed=v.seed, size=(described.get("size") if generative else None) or size, model=described.get("model"),
                 )
                 rec = {**record, "variant": {"index": v.index, "seed": v.seed}}
                 save_image(v.background, tmp / f"background_{v.index}.png", parameters=params,
