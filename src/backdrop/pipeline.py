@@ -158,7 +158,7 @@ class Pipeline:
             progress(stage, 1, 1)
             return value
 
-        with runlog.collecting() as rec:
+        with runlog.collecting(label=Path(loaded.info["path"]).name if loaded.info.get("path") else None) as rec:
             for notice in self.notices:
                 rec["warnings"].append(notice)
             # 1. segment: the foreground mask, binary, same size

@@ -17,8 +17,9 @@ log = logging.getLogger("backdrop")
 
 
 def warn(message: str) -> None:
-    log.warning(message)
     rec = _current.get()
+    label = rec.get("label") if rec else None
+    log.warning("%s: %s", label, message) if label else log.warning(message)
     if rec is not None:
         rec.setdefault("warnings", []).append(message)
 
@@ -31,9 +32,12 @@ def note(key: str, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def collecting() -> Iterator[dict[str, Any]]:
-    """Collect warn()/note() calls made inside the block into the yielded dict."""
-    rec: dict[str, Any] = {"warnings": [], "notes": {}}
+def collecting(label: str | None = None) -> Iterator[dict[str, Any]]:
+    """Collect warn()/note() calls made inside the block into the yielded dict.
+
+    ``label`` (an image's name) prefixes the logged warnings, so a batch's log says which image.
+    """
+    rec: dict[str, Any] = {"warnings": [], "notes": {}, "label": label}
     token = _current.set(rec)
     try:
         yield rec
