@@ -81,3 +81,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Each test gets its own empty model store unless it sets BACKDROP_HOME itself."""
     if "BACKDROP_TEST_KEEP_HOME" not in os.environ:
         monkeypatch.setenv("BACKDROP_HOME", str(tmp_path_factory.mktemp("backdrop_home")))
+
+
+# Tiny random models (SD, inpainting SD, GIT, BLIP), built once per session, shared by test files.
+from conftest_models import tiny_blip, tiny_git, tiny_sd, tiny_sd_inpaint, torch_one_thread  # noqa: E402,F401
