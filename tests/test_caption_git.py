@@ -65,7 +65,7 @@ def test_unknown_hub_id_offline_fails_fast_with_one_line(monkeypatch):
     assert time.monotonic() - start < 10
     msg = str(err.value)
     assert "\n" not in msg and "hf download nobody-here/no-captioner" in msg
-    assert "--caption describe" in msg
+    assert "--captioner describe" in msg
 
 
 @pytest.mark.slow
