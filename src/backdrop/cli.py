@@ -309,17 +309,14 @@ def styles(styles_file: Optional[Path] = typer.Option(None, "--styles-file", hel
 @app.command()
 def studio(
     port: int = typer.Option(8501, "--port", help="port to serve on"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; 0.0.0.0 exposes it to your network"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
+    open_browser: bool = typer.Option(False, "--open", help="open a browser tab"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
-    """Start the studio web app (text-to-image and new backgrounds) on localhost."""
+    """Start the studio web app (text to image, new backgrounds) on localhost."""
+    from .studio import launch
 
-    def go():
-        from .studio import launch
-
-        return launch(port=port, host=host)
-
-    code = guarded(debug, go)
+    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser))
     raise typer.Exit(code or 0)
 
 

@@ -162,8 +162,12 @@ def encode_image(
     source_type: str | None = None,
     text: Mapping[str, str] | None = None,
     quality: int = 95,
+    subsampling: int | None = None,
 ) -> bytes:
-    """Encode ``image`` as PNG or JPEG bytes with the metadata described in the module docstring."""
+    """Encode ``image`` as PNG or JPEG bytes with the metadata described in the module docstring.
+
+    ``subsampling=0`` keeps full chroma in a JPEG (larger files; an invisible watermark survives).
+    """
     if source_type is not None and source_type not in SOURCE_TYPES:
         raise ValueError(f"unknown IPTC source type {source_type!r}")
     from . import __version__
@@ -204,7 +208,8 @@ def encode_image(
         if com and len(com) < _JPEG_MAX - 8192:  # the record in XMP too, where XMP-aware tools read it
             xmp = xmp_packet(source_type, description=description, tool=tool, record_json=com.decode("utf-8"))
         image.convert("RGB").save(buf, "JPEG", quality=quality, exif=exif, xmp=xmp.encode("utf-8"),
-                                  **({"comment": com} if com else {}))
+                                  **({"comment": com} if com else {}),
+                                  **({} if subsampling is None else {"subsampling": subsampling}))
     else:
         raise ValueError(f"unsupported output format {fmt!r} (PNG or JPEG)")
     return buf.getvalue()

@@ -1,0 +1,211 @@
+"""The studio in a real headless Chromium (Playwright): both pages, downloads read back.
+
+The app is served exactly as ``backdrop studio`` serves it (backdrop.studio.command) on a free
+localhost port, with the text-to-image model pointed at a tiny random Stable Diffusion folder
+through BACKDROP_STUDIO_MODEL. Screenshots go to test-artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+GENERATE_TIMEOUT_MS = 150_000  # the first text-to-image run imports torch and diffusers in the server
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"studio exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"studio did not answer in {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    from tiny_models import make_tiny_sd
+
+    from backdrop.studio import command
+
+    root = tmp_path_factory.mktemp("studio")
+    model = make_tiny_sd(root / "tiny-sd")
+    out = root / "generated"
+    port = free_port()
+    env = {**os.environ, "BACKDROP_STUDIO_MODEL": str(model), "BACKDROP_OUTPUT_DIR": str(out),
+           "BACKDROP_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log = root / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(command(port, "127.0.0.1"), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield {"url": url, "out": out, "model": model, "root": root, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def page(studio, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, accept_downloads=True,
+            viewport={"width": 1400, "height": 1900},
+        )
+        try:
+            pg = ctx.new_page()
+            pg.set_default_timeout(30_000)
+            pg.goto(studio["url"])
+            pg.get_by_role("heading", name="Text to image", exact=True, level=2).wait_for()
+            yield pg
+        finally:
+            ctx.close()
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Tab")  # Streamlit takes the value on blur
+    page.wait_for_timeout(400)
+
+
+def image_loaded(page) -> bool:
+    return page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".some(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def download(page, locator, dest: Path) -> Path:
+    with page.expect_download() as info:
+        locator.click()
+    info.value.save_as(dest)
+    return dest
+
+
+def test_text_to_image_in_chromium(studio, page, tmp_path):
+    from backdrop.metadata import read_metadata
+
+    t0 = time.perf_counter()
+    # the model field starts at BACKDROP_STUDIO_MODEL, so no warning about a missing model
+    assert page.get_by_label("Model (Hub id, store name or local folder)").input_value() == str(studio["model"])
+    fill(page, "Prompt", "a photo of the sea")
+    fill(page, "Steps", "2")
+    fill(page, "Width", "256")
+    fill(page, "Height", "256")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_text(re.compile(r"Seed used: \d+")).wait_for(timeout=GENERATE_TIMEOUT_MS)
+    seed = int(re.search(r"Seed used: (\d+)", page.get_by_text(re.compile(r"Seed used: \d+")).inner_text()).group(1))
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length > 0")
+    assert image_loaded(page)
+    assert not page.locator('[data-testid="stException"]').count()
+
+    png = download(page, page.locator('[data-testid="stDownloadButton"] button').nth(0), tmp_path / "t2i.png")
+    jpg = download(page, page.locator('[data-testid="stDownloadButton"] button').nth(1), tmp_path / "t2i.jpg")
+    for f, fmt in ((png, "PNG"), (jpg, "JPEG")):
+        meta = read_metadata(f)
+        assert meta["format"] == fmt and meta["size"] == [256, 256]
+        assert meta["digital_source_type"] == "trainedAlgorithmicMedia"
+        assert meta["parsed"]["prompt"] == "a photo of the sea"
+        assert meta["parsed"]["fields"]["Seed"] == str(seed) and meta["parsed"]["fields"]["Steps"] == "2"
+        assert meta["text"]["AI_Watermark"] == f"Generated using {studio['model']} (AI Origin Watermark)"
+    # the download is the file written to the output folder
+    written = [p for p in studio["out"].glob(f"*_{seed}_txt2img-1.png")]
+    assert len(written) == 1 and written[0].read_bytes() == png.read_bytes()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_text_to_image.png"), full_page=True)
+    print(f"text to image in chromium: {time.perf_counter() - t0:.1f} s")
+
+
+def test_new_background_in_chromium(studio, page, tmp_path):
+    from backdrop.metadata import read_metadata
+
+    t0 = time.perf_counter()
+    page.locator('[data-testid="stSidebar"]').get_by_text("New background", exact=True).click()
+    page.get_by_role("heading", name="New background", exact=True, level=2).wait_for()
+
+    img = Image.new("RGB", (320, 240), (60, 120, 60))
+    ImageDraw.Draw(img).ellipse((110, 70, 210, 170), fill=(220, 40, 40))
+    noise = np.random.default_rng(0).integers(-12, 13, (240, 320, 3))
+    img = Image.fromarray(np.clip(np.asarray(img, int) + noise, 0, 255).astype(np.uint8))
+    src = tmp_path / "my sample (1).png"
+    img.save(src)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(src))
+    analyse = page.get_by_role("button", name=re.compile("Analyse"))
+    analyse.wait_for()
+    analyse.click()
+    page.get_by_text("Caption:").wait_for(timeout=60_000)
+    prompt = page.get_by_label("Prompt (edit before generating)")
+    assert prompt.input_value().strip()
+    edited = prompt.input_value() + ", mossy forest floor"
+    prompt.fill(edited)
+    prompt.press("Tab")
+    page.wait_for_timeout(400)
+    page.get_by_role("button", name="2. Generate backgrounds").click()
+    page.get_by_text(re.compile(r"Seed used: \d+")).wait_for(timeout=60_000)
+    assert image_loaded(page)
+    assert not page.locator('[data-testid="stException"]').count()
+
+    zip_path = download(page, page.get_by_role("button", name=re.compile("Download all")), tmp_path / "all.zip")
+    with zipfile.ZipFile(zip_path) as zf:
+        names = sorted(zf.namelist())
+        assert len(names) == 8 and all(n.startswith("my_sample_1_") for n in names)
+        comp_png = next(n for n in names if n.endswith("_composite.png"))
+        meta = read_metadata(zf.read(comp_png))
+    assert meta["digital_source_type"] == "compositeSynthetic"
+    assert meta["parsed"]["prompt"] == edited
+    assert meta["text"]["AI_Watermark"].startswith("Generated using ")
+    assert meta["backdrop"]["mode"] == "new-background"
+
+    first = page.locator('[data-testid="stDownloadButton"] button').nth(1)  # after "Download all": composite 1 PNG
+    png = download(page, first, tmp_path / "composite.png")
+    got = read_metadata(png)
+    assert got["format"] == "PNG" and got["backdrop"]["file"].startswith("composite-")
+    assert got["parsed"]["prompt"] == edited
+    comp = np.asarray(Image.open(io.BytesIO(png.read_bytes())))
+    assert np.array_equal(comp[120, 160], np.asarray(img)[120, 160])  # the disc is kept as it was
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_new_background.png"), full_page=True)
+    print(f"new background in chromium: {time.perf_counter() - t0:.1f} s")
