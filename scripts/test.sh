@@ -12,5 +12,5 @@ fi
 for m in isnet-small smollm2-135m-instruct; do
   .venv/bin/backdrop models pull "$m" >/dev/null 2>&1 || echo "test: could not pull $m; its real-weight tests skip" >&2
 done
-export BACKDROP_TEST_MODELS="${BACKDROP_HOME:-$HOME/.cache/backdrop}"
+export BACKDROP_TEST_MODELS="$(.venv/bin/python -c "from backdrop.models import home; print(home())")"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

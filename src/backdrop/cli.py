@@ -320,15 +320,9 @@ def studio(
     raise typer.Exit(code or 0)
 
 
-def _mount_optional() -> None:
-    try:
-        from .cli_models import models_app
-    except ImportError:  # pragma: no cover
-        return
-    app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
+from .cli_models import models_app  # noqa: E402  (a sub-app: light, no model libraries)
 
-
-_mount_optional()
+app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
 
 
 def main() -> None:
