@@ -14,10 +14,29 @@ if [ -x .venv/bin/backdrop ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; the
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
+
+# llama-cpp-python compiles llama.cpp. Its default (-march=native) build uses Intel AMX kernels
+# where the CPU advertises them, and those crash (segfault on the first decode) in VMs that do
+# not enable AMX. Build a portable AVX2 wheel instead, once per flag set: pip's own wheel cache
+# ignores CMAKE_ARGS and would hand back a native build, so keep ours in a folder of our own.
+LLAMA_VERSION=0.3.36
+LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+install_llama_cpp() {
+  local dir="${BACKDROP_WHEELS:-$HOME/.cache/backdrop/wheels}/llama-cpp-python-$LLAMA_VERSION-$(echo "$LLAMA_FLAGS" | sha256sum | cut -c1-12)"
+  if ! ls "$dir"/*.whl >/dev/null 2>&1; then
+    echo "setup: compiling llama-cpp-python $LLAMA_VERSION (portable AVX2 build, ~10 min on 2 cores)" >&2
+    CMAKE_ARGS="$LLAMA_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+      pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_VERSION" -w "$dir.tmp"
+    mv "$dir.tmp" "$dir"
+  fi
+  pip install -q --no-deps --force-reinstall "$dir"/*.whl
+  pip install -q "llama-cpp-python==$LLAMA_VERSION"  # its pure-Python requirements
+}
 pip install -q --upgrade pip wheel
 # torch first and pinned: an unpinned torch pulls a CUDA build of several GB.
 # (llama-cpp-python builds from source the first time: ~10 min on 2 cores; pip caches the wheel.)
 echo "setup: installing backdrop[$EXTRAS] into .venv (first time: ~15 min)" >&2
 pip install -q "torch==2.13.0"
+case ",$EXTRAS," in *,all,*|*,llm,*) install_llama_cpp ;; esac
 pip install -q -e ".[$EXTRAS]"
 echo "$want" > "$stamp"

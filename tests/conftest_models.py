@@ -1,10 +1,6 @@
 """Session fixtures: tiny random model folders, built once per test session.
 
-Test modules import the fixtures they use (``from conftest_models import tiny_sd``); to share
-them with every test file, tests/conftest.py can do the same:
-
-    from conftest_models import tiny_blip, tiny_git, tiny_sd, tiny_sd_inpaint  # noqa: F401
-
+tests/conftest.py imports them, so every test file can ask for them by name.
 Each folder is built at most once per process, whichever module asks first.
 """
 

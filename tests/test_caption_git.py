@@ -11,7 +11,6 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest_models import tiny_blip, tiny_git, torch_one_thread  # noqa: E402,F401  (fixtures)
 
 from backdrop.caption import CAPTIONERS  # noqa: E402
 from backdrop.caption.git import GitCaptioner  # noqa: E402

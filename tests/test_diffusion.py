@@ -11,7 +11,6 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from conftest_models import tiny_sd, tiny_sd_inpaint, torch_one_thread  # noqa: E402,F401  (fixtures)
 from tiny_models import fake_hub_cache  # noqa: E402
 
 from backdrop import hf, runlog  # noqa: E402

@@ -81,7 +81,7 @@ def embed(image: Image.Image, text: str = "backdrop") -> Image.Image:
     Raises InputError for images under 256x256 pixels and ValueError for a text longer than
     12 UTF-8 bytes. Save the result losslessly (PNG) for the mark to survive.
     """
-    imw = require("imwatermark", "studio", "the invisible watermark")
+    require("imwatermark", "studio", "the invisible watermark")
     if not can_mark(image):
         raise InputError(f"image is {image.size[0]}x{image.size[1]}; the invisible watermark needs at least 256x256 pixels")
     pywt = require("pywt", "studio", "the invisible watermark")

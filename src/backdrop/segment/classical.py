@@ -204,7 +204,6 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
 def _features(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed Lab (float32, h x w x 3) and texture energy (h x w, grey levels)."""
     h, w = rgb.shape[:2]
-    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
     s = max(1.0, min(h, w) / 300.0)
     # colour: a median (removes grain, keeps step edges where they are) then a light blur
     k = 5 if s < 1.6 else 7
