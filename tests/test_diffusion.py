@@ -333,3 +333,51 @@ def test_partly_cached_hub_id_offline_says_so(tiny_sd, tmp_path, monkeypatch):
     assert time.monotonic() - start < 10
     msg = str(err.value)
     assert "\n" not in msg and "only partly" in msg and "hf download acme/half-downloaded" in msg
+
+
+# -- the CLI, end to end, with the tiny models -------------------------------------------------
+
+
+def test_cli_runs_sd_inpaint_and_git_from_local_folders(tmp_path, tiny_sd_inpaint, tiny_git, torch_one_thread):
+    """`backdrop run --generator sd-inpaint --sd-model DIR --captioner git --caption-model DIR`."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import make_bad_inputs as bad
+    from backdrop.cli import app
+    from backdrop.metadata import read_metadata
+
+    src = bad.scene(tmp_path, "thing.png", width=96, height=64)
+    out = tmp_path / "out"
+    args = ["run", str(src), "-o", str(out), "-n", "2", "--seed", "5", "--segmenter", "classical",
+            "--refiner", "template", "--captioner", "git", "--caption-model", str(tiny_git),
+            "--generator", "sd-inpaint", "--sd-model", str(tiny_sd_inpaint), "--steps", "2", "--short-side", "64",
+            "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "thing" / "run.json").read_text())
+    assert run["backends"]["generate"]["name"] == "sd-inpaint"
+    assert run["backends"]["generate"]["model"] == str(tiny_sd_inpaint)
+    assert run["backends"]["caption"]["name"] == "git" and isinstance(run["caption"], str)
+    assert [v["seed"] for v in run["variants"]] == [5, 6]
+
+    image = np.asarray(Image.open(src).convert("RGB"))
+    mask = np.asarray(Image.open(out / "thing" / "mask.png")) == 255
+    assert mask.any()
+    comps = [np.asarray(Image.open(out / "thing" / f"composite_{k}.png").convert("RGB")) for k in (1, 2)]
+    for comp in comps:
+        assert comp.shape == image.shape
+        assert np.array_equal(comp[mask], image[mask])  # the object, byte for byte
+    assert not np.array_equal(comps[0], comps[1])  # two seeds, two backgrounds
+
+    meta = read_metadata(out / "thing" / "composite_1.png")
+    assert meta["digital_source_type"] == "compositeWithTrainedAlgorithmicMedia"
+    fields = meta["parsed"]["fields"]
+    assert fields["Steps"] == "2" and fields["Seed"] == "5" and fields["Model"] == str(tiny_sd_inpaint)
+    assert fields["Size"] == "96x64"  # the generation size: the input's aspect, short side 64
+
+    again = CliRunner().invoke(app, [*args[:3], str(tmp_path / "again"), *args[4:]])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "thing" / "composite_1.png").convert("RGB")),
+                          comps[0])  # same seed, same pixels
