@@ -418,3 +418,20 @@ def test_importing_the_module_loads_no_runtime():
             "print(sorted(m for m in ('llama_cpp', 'gpt4all', 'torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "answer, caption, ok",
+    [
+        ("a bright pink surface with a faint grain, the green forest", "a bright pink background with a faint grain", False),
+        ("a bright pink seamless backdrop, soft even light", "a bright pink background with a faint grain", True),
+        ("purple stained tissue, red cells, pale pink glass", "a close up of a microscope slide with purple cells", True),
+        ("an empty sandy beach, clear blue sky", "a sandy beach next to the ocean", True),
+    ],
+)
+def test_check_answer_keeps_a_measured_background_colour(answer, caption, ok):
+    """A caption that names the background's colours is a measurement: new colours are refused."""
+    reason = check_answer(answer, caption)
+    assert (reason is None) == ok, reason
+    if not ok:
+        assert reason.startswith("changes the colours")

@@ -71,6 +71,15 @@ FEW_SHOT: tuple[tuple[str, str], ...] = (
         "a dog in a forest with tall trees",
         "a quiet green forest, tall trees, mossy ground, soft light through the leaves",
     ),
+    # the weight-free `describe` captioner's phrasing: keep it a plain surface, keep its colours
+    (
+        "a dim deep blue background with a coarse mottled texture",
+        "a deep blue mottled surface with a coarse texture, dim soft light",
+    ),
+    (
+        "a smooth, evenly lit pale grey background",
+        "a smooth pale grey seamless backdrop, even soft light",
+    ),
 )
 
 # -- what a good answer looks like -----------------------------------------------------------
@@ -329,7 +338,21 @@ def check_answer(text: str, caption: str) -> Optional[str]:
     content = _content(words)
     if not content & _content(_words(caption)) and not content & _SCENE_STEMS:
         return "off-topic"
+    caption_words = set(_words(caption))
+    said = caption_words & _COLOURS
+    new = sorted((set(words) & _COLOURS) - said)
+    if said and new and caption_words & {"background", "backdrop"}:
+        # a caption of the background's own colours (the describe captioner's "a pale pink
+        # background ..."): the prompt must keep them, or the new background will not match
+        return f"changes the colours ({', '.join(new)})"
     return None
+
+
+_COLOURS = frozenset(
+    """white black grey gray blue green red pink purple violet yellow orange brown beige cream golden
+    gold silver teal turquoise cyan magenta maroon navy olive lavender lilac salmon tan khaki ochre
+    crimson scarlet amber indigo""".split()
+)
 
 
 def scene_caption(caption: str) -> str:
