@@ -514,3 +514,17 @@ def test_generative_backend_labels_and_fields(tmp_path):
     assert bg["digital_source_type"] == "trainedAlgorithmicMedia"
     assert comp["parsed"]["fields"] == {"Steps": "4", "Sampler": "EulerDiscreteScheduler", "CFG scale": "6.5",
                                         "Seed": "21", "Size": "160x120", "Model": "tiny/sd"}
+
+
+def test_missing_model_fails_once_for_the_whole_batch(tmp_path):
+    """Models load before the first image: a batch with a missing model is one error, not one per image."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        bad.scene(folder, f"img{i}.png", seed=i)
+    out = tmp_path / "out"
+    result = cli("run", folder, "-o", out, "--preset", "offline", "--generator", "sd-txt2img",
+                 "--sd-model", tmp_path / "no-such-model")
+    assert result.returncode == 4, result.stderr
+    assert_one_error_line(result.stderr, "no-such-model")
+    assert not out.exists() or not any(out.iterdir())

@@ -6,6 +6,7 @@ Errors print one line and exit non-zero; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -32,6 +33,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    if verbose < 2:  # model libraries' own notices (e.g. "requires torchvision ... falling back") are noise here
+        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(var, "error")
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -132,7 +136,7 @@ def run(
         files = collect_inputs(inputs, exclude=[out])  # never the outputs of an earlier run
         from .pipeline import Pipeline
 
-        return cfg, files, Pipeline.from_config(cfg)
+        return cfg, files, Pipeline.from_config(cfg).load()
 
     cfg, files, pipe = guarded(debug, build)
     from .pipeline import draw_seed

@@ -115,6 +115,15 @@ class Pipeline:
             notices=notices,
         )
 
+    def load(self) -> "Pipeline":
+        """Load every model now (they load lazily otherwise), so a missing model fails once, up
+        front, rather than on each image of a batch. Returns the pipeline."""
+        for attr in _ATTR.values():
+            load = getattr(getattr(self, attr), "load", None)
+            if callable(load):
+                load()
+        return self
+
     def backends(self) -> dict[str, dict[str, Any]]:
         """Which backend runs each stage, with what each reports about itself."""
         out: dict[str, dict[str, Any]] = {}

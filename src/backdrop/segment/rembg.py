@@ -157,7 +157,7 @@ class RembgSegmenter:
                     raise
                 raise ModelNotFoundError(
                     f"rembg model {self.config.model} is not downloaded and could not be fetched "
-                    f"({type(exc).__name__}: {_first_line(exc)}): no network? {_offline_hint(self.config.model)}"
+                    f"({type(exc).__name__}): no network? {_offline_hint(self.config.model)}"
                 ) from None
 
     def __call__(self, image: Image.Image) -> Image.Image:
