@@ -235,35 +235,40 @@ class Pipeline:
             "versions": package_versions(),
         }
 
+    def labels(self, result: Result, variant: Variant) -> dict[str, str]:
+        """How one variant's images are labelled: the A1111 ``parameters`` text and the IPTC
+        source types of its background and composite (model-made or not)."""
+        gen = self.generator
+        generative = bool(getattr(gen, "generative", False))
+        described = result.backends.get("generate", {})
+        parameters = a1111_parameters(
+            result.prompt.positive, result.prompt.negative,
+            steps=described.get("steps") if generative else None,
+            sampler=described.get("sampler") if generative else None,
+            cfg_scale=described.get("cfg_scale") if generative else None,
+            seed=variant.seed, size=(described.get("size") if generative else None) or result.image.size,
+            model=described.get("model"),
+        )
+        background = getattr(gen, "background_source_type", None) or (
+            "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
+        composite = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
+        return {"parameters": parameters, "background": background, "composite": composite}
+
     def save(self, result: Result, out_dir: str | Path, *, name: str = "image", overwrite: bool = False,
              log_text: str = "") -> Path:
         """Write one result into ``out_dir/name/`` atomically (see the README's output layout)."""
         record = self.record(result)
-        gen = self.generator
-        generative = bool(getattr(gen, "generative", False))
-        described = result.backends.get("generate", {})
-        size = result.image.size
-        bg_type = getattr(gen, "background_source_type", None) or (
-            "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
-        comp_type = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
         with atomic_dir(Path(out_dir) / name, overwrite=overwrite) as tmp:
-            base_params = a1111_parameters(result.prompt.positive, result.prompt.negative, size=size)
+            base_params = a1111_parameters(result.prompt.positive, result.prompt.negative, size=result.image.size)
             save_image(result.mask, tmp / "mask.png", parameters=base_params, record={**record, "file": "mask"})
             save_image(result.background, tmp / "bg_only.png", parameters=base_params,
                        record={**record, "file": "bg_only"}, source_type="compositeSynthetic")
             for v in result.variants:
-                params = a1111_parameters(
-                    result.prompt.positive, result.prompt.negative,
-                    steps=described.get("steps") if generative else None,
-                    sampler=described.get("sampler") if generative else None,
-                    cfg_scale=described.get("cfg_scale") if generative else None,
-                    seed=v.seed, size=(described.get("size") if generative else None) or size, model=described.get("model"),
-                )
+                labels = self.labels(result, v)
                 rec = {**record, "variant": {"index": v.index, "seed": v.seed}}
-                save_image(v.background, tmp / f"background_{v.index}.png", parameters=params,
-                           record={**rec, "file": "background"}, source_type=bg_type)
-                save_image(v.composite, tmp / f"composite_{v.index}.png", parameters=params,
-                           record={**rec, "file": "composite"}, source_type=comp_type)
+                for kind, image in (("background", v.background), ("composite", v.composite)):
+                    save_image(image, tmp / f"{kind}_{v.index}.png", parameters=labels["parameters"],
+                               record={**rec, "file": kind}, source_type=labels[kind])
             (tmp / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
             (tmp / "pipeline.log").write_text(log_text, encoding="utf-8")
         return Path(out_dir) / name

@@ -419,28 +419,16 @@ def run_backgrounds(cfg, analysis, positive, negative, variants, fixed_seed, ste
                                              variants=variants, seed=seed)
             result = pipe(analysis.loaded, on_progress=on_progress)
         record = core.background_record(pipe, result, analysis, analysis.prompt, upload_name)
-        gen = pipe.generator
-        generative = bool(getattr(gen, "generative", False))
         described = result.backends.get("generate", {})
         model = described.get("model") or described.get("name") or cfg.generate.backend
-        bg_type = getattr(gen, "background_source_type", None) or (
-            "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
-        comp_type = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
-        size = result.image.size
         saved = []
         for v in result.variants:
-            params = a1111_parameters(
-                result.prompt.positive, result.prompt.negative,
-                steps=described.get("steps") if generative else None,
-                sampler=described.get("sampler") if generative else None,
-                cfg_scale=described.get("cfg_scale") if generative else None,
-                seed=v.seed, size=size, model=described.get("model") or cfg.generate.backend,
-            )
+            labels = pipe.labels(result, v)
             rec = {**record, "variant": {"index": v.index, "seed": v.seed}}
-            for kind, image, source_type in (("composite", v.composite, comp_type),
-                                             ("background", v.background, bg_type)):
+            for kind, image in (("composite", v.composite), ("background", v.background)):
                 s = core.save_generated(image, st.session_state["out_dir"], seed=v.seed, kind=f"{kind}-{v.index}",
-                                        model=model, parameters=params, record=rec, source_type=source_type,
+                                        model=model, parameters=labels["parameters"], record=rec,
+                                        source_type=labels[kind],
                                         watermark=watermark, download_stem=f"{stem}_{v.seed}_{kind}",
                                         label=f"{kind.capitalize()} {v.index}")
                 saved.append(s)
