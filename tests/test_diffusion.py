@@ -381,3 +381,29 @@ def test_cli_runs_sd_inpaint_and_git_from_local_folders(tmp_path, tiny_sd_inpain
     assert again.exit_code == 0, again.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "thing" / "composite_1.png").convert("RGB")),
                           comps[0])  # same seed, same pixels
+
+
+def test_pulled_store_model_is_what_the_backend_loads(tmp_path, tiny_sd, torch_one_thread):
+    """`backdrop models pull sd15 --source DIR`, then `--sd-model sd15` or the default Hub id load it."""
+    from typer.testing import CliRunner
+
+    from backdrop import models
+    from backdrop.cli import app
+
+    missing = CliRunner().invoke(app, ["run", "x.png", "--generator", "sd-txt2img", "--sd-model", "sd15"])
+    assert missing.exit_code != 0
+    pulled = CliRunner().invoke(app, ["models", "pull", "sd15", "--source", str(tiny_sd)])
+    assert pulled.exit_code == 0, pulled.output
+    folder = models.find("sd15")
+    assert folder is not None and (folder / "model_index.json").is_file()
+    for name in ("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5"):
+        gen = Txt2ImgGenerator(GenerateConfig(backend="sd-txt2img", model=name, steps=2, short_side=64, device="cpu"))
+        assert hf.missing_reason(name, "model_index.json") is None
+        assert hf.resolve(name, "model_index.json") == str(folder)
+        out = gen(_request(seed=3))
+        assert out.size == _request(seed=3).image.size
+
+
+def test_store_name_not_pulled_says_how_to_pull():
+    with pytest.raises(ModelNotFoundError, match=r"backdrop models pull sd15"):
+        Txt2ImgGenerator(GenerateConfig(backend="sd-txt2img", model="sd15", device="cpu")).load()

@@ -74,9 +74,33 @@ def cached_file(repo_id: str, filename: str, cache_dir: str | os.PathLike | None
     return found if isinstance(found, str) else None
 
 
+def store_spec(model: str) -> Any:
+    """The model store's catalogue entry for a store name (``sd15``) or a Hub id it knows, else None."""
+    from . import models
+
+    spec = models.CATALOGUE.get(model)
+    if spec is None:
+        spec = next((s for s in models.CATALOGUE.values()
+                     if s.details.get("repo_id") in (model, canonical(model))), None)
+    return spec if spec is not None and spec.source == "huggingface" else None
+
+
 def resolve(model: str, index_file: str = "config.json", cache_dir: str | os.PathLike | None = None) -> str:
-    """The name to load: a local folder's path, or the Hub id (old or new name, whichever is cached)."""
+    """The name to load: the model store's folder when it holds the model (`backdrop models pull`),
+    a local folder's path, or the Hub id (old or new name, whichever is cached).
+
+    A store name that is not pulled is returned as is, and :func:`missing_reason` says how to pull it.
+    """
     text = os.fspath(model)
+    spec = store_spec(text)
+    if spec is not None:
+        from . import models
+
+        found = models.find(spec.name)
+        if found is not None:
+            return str(found)
+        if text == spec.name:
+            return text
     if looks_local(text):
         return str(Path(text).expanduser())
     new = canonical(text)
@@ -86,6 +110,10 @@ def resolve(model: str, index_file: str = "config.json", cache_dir: str | os.Pat
 
 
 def how_to_get(repo_id: str) -> str:
+    spec = store_spec(repo_id)
+    if spec is not None:
+        return (f"get it with `backdrop models pull {spec.name}` where there is network, or pass a local "
+                "folder saved with save_pretrained")
     # `hf` is huggingface_hub's CLI since 1.0; `huggingface-cli` before that
     return (
         f"get it with `hf download {repo_id}` (older huggingface_hub: `huggingface-cli download {repo_id}`) "
@@ -98,6 +126,9 @@ def missing_reason(
 ) -> str | None:
     """None when ``model`` is a present folder or a Hub id in the local cache; else a one-line reason."""
     name = resolve(model, index_file, cache_dir)
+    spec = store_spec(name)
+    if spec is not None and name == spec.name:
+        return f"model {name} is not in the model store: run `backdrop models pull {name}`"
     if looks_local(name):
         folder = Path(name)
         if not folder.is_dir():
@@ -157,6 +188,9 @@ def load_pretrained(
     hint = f"; {extra}" if extra else ""
     cache_dir = kw.get("cache_dir")  # passed on to the loader too
     name = resolve(model, index_file, cache_dir)
+    spec = store_spec(name)
+    if spec is not None and name == spec.name:  # a store name, not pulled
+        raise ModelNotFoundError(f"{what} {missing_reason(name, index_file)}{hint}")
 
     if looks_local(name):
         reason = missing_reason(name, index_file)

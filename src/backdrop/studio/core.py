@@ -89,34 +89,19 @@ def ai_watermark_text(model: str) -> str:
 
 
 def resolve_model(text: str) -> str:
-    """What to load for the model field: a store name or the default id present in the store
-    becomes the store folder; anything else (a Hub id, a folder) is returned as typed."""
-    text = (text or "").strip() or default_model()
-    try:
-        from .. import models
-    except ImportError:  # pragma: no cover - part of the package
-        return text
-    if models.is_store_name(text):
-        found = models.find(text)
-        return str(found) if found else text
-    for spec in models.CATALOGUE.values():
-        if spec.task == "generate" and spec.details.get("repo_id") == text:
-            found = models.find(spec.name)
-            if found:
-                return str(found)
-    return text
+    """What to load for the model field: the store's folder for a store name or a Hub id the store
+    holds (see :func:`backdrop.hf.resolve`); anything else (a Hub id, a folder) as typed."""
+    from ..hf import resolve
+
+    return resolve((text or "").strip() or default_model(), "model_index.json")
 
 
 def pull_command(text: str) -> str:
     """The command that fetches ``text`` (a store name or a Hub id the store knows)."""
-    from .. import models
+    from ..hf import store_spec
 
-    if models.is_store_name(text):
-        return f"backdrop models pull {text}"
-    for spec in models.CATALOGUE.values():
-        if spec.details.get("repo_id") == text:
-            return f"backdrop models pull {spec.name}"
-    return "backdrop models pull sd15"
+    spec = store_spec(text)
+    return f"backdrop models pull {spec.name if spec is not None else 'sd15'}"
 
 
 def model_problem(model_text: str, device: str = "auto", offload: bool = False, *,
