@@ -28,11 +28,13 @@ from . import runlog
 from .caption import CAPTIONERS
 from .composite import composite
 from .config import PipelineConfig
-from .errors import BackdropError, GenerationError
+from .errors import BackdropError, GenerationError, OutputExistsError
 from .generate import GENERATORS
 from .images import LoadedImage, atomic_dir, load_image, normalise
 from .inpaint import INPAINTERS
 from .metadata import a1111_parameters, save_image
+from .models import find as find_model
+from .models import path as model_path
 from .refine import REFINERS
 from .registry import has_module
 from .segment import SEGMENTERS
@@ -279,9 +281,7 @@ class Pipeline:
         path = Path(path)
         name = name or path.stem
         target = Path(out_dir) / name
-        if target.exists() and not overwrite:
-            from .errors import OutputExistsError
-
+        if target.exists() and not overwrite:  # save() checks too; this spares the work before it
             raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
         with _capture_log() as captured:
             log.info("input %s", path)
@@ -310,8 +310,6 @@ def resolve_auto(config: PipelineConfig) -> tuple[PipelineConfig, list[str]]:
     if config.refine.backend == "auto":
         found = _first_in_store(AUTO_REFINE_MODELS) if has_module("llama_cpp") else None
         if found:
-            from .models import path as model_path
-
             config = replace(config, refine=replace(config.refine, backend="llama-cpp", model=str(model_path(found))))
         else:
             config = replace(config, refine=replace(config.refine, backend="template"))
@@ -323,14 +321,7 @@ def resolve_auto(config: PipelineConfig) -> tuple[PipelineConfig, list[str]]:
 
 
 def _first_in_store(names: tuple[str, ...]) -> str | None:
-    try:
-        from .models import find
-    except ImportError:  # pragma: no cover - the store module is part of the package
-        return None
-    for name in names:
-        if find(name) is not None:
-            return name
-    return None
+    return next((name for name in names if find_model(name) is not None), None)
 
 
 def _as_loaded(image: Any, max_pixels: int) -> LoadedImage:
