@@ -110,11 +110,19 @@ def fill(page, label: str, value: str) -> None:
     page.wait_for_timeout(400)
 
 
-def image_loaded(page) -> bool:
-    return page.evaluate(
-        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".some(i => i.complete && i.naturalWidth > 0)"
-    )
+_IMAGE_LOADED = (
+    "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+    ".some(i => i.complete && i.naturalWidth > 0)"
+)
+
+
+def image_loaded(page, timeout_ms: int = 15_000) -> bool:
+    """True once an image on the page has loaded and has pixels (waits for it; False on timeout)."""
+    try:
+        page.wait_for_function(_IMAGE_LOADED, timeout=timeout_ms)
+    except Exception:  # playwright's TimeoutError: the assertion that uses this reports it
+        return False
+    return True
 
 
 def download(page, locator, dest: Path) -> Path:
@@ -129,7 +137,11 @@ def test_text_to_image_in_chromium(studio, page, tmp_path):
 
     t0 = time.perf_counter()
     # the model field starts at BACKDROP_STUDIO_MODEL, so no warning about a missing model
-    assert page.get_by_label("Model (Hub id, store name or local folder)").input_value() == str(studio["model"])
+    from playwright.sync_api import expect
+
+    # waits for Streamlit to fill the sidebar (it renders after the page heading); fails if the value differs
+    expect(page.get_by_label("Model (Hub id, store name or local folder)")).to_have_value(str(studio["model"]),
+                                                                                         timeout=15_000)
     fill(page, "Prompt", "a photo of the sea")
     fill(page, "Steps", "2")
     fill(page, "Width", "256")
@@ -137,7 +149,6 @@ def test_text_to_image_in_chromium(studio, page, tmp_path):
     page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_text(re.compile(r"Seed used: \d+")).wait_for(timeout=GENERATE_TIMEOUT_MS)
     seed = int(re.search(r"Seed used: (\d+)", page.get_by_text(re.compile(r"Seed used: \d+")).inner_text()).group(1))
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length > 0")
     assert image_loaded(page)
     assert not page.locator('[data-testid="stException"]').count()
 
