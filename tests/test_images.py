@@ -123,16 +123,16 @@ BOMB_PROBE = textwrap.dedent(
 
 def test_decompression_bomb_refused_before_decoding(tmp_path):
     """10 gigapixels claimed in ~500 bytes, and a real 81 Mpx PNG of ~10 kB: both refused from the
-    header, fast, with no large allocation (run in a child process with a capped address space)."""
+    header, with no large allocation (run in a child process with a capped address space, which a
+    decode would break; how fast it is belongs to benchmarks, not to this test)."""
     code = BOMB_PROBE.format(tests=str(Path(__file__).parent), folder=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    (msg1, size1, t1), (msg2, size2, t2) = report["results"]
+    (msg1, size1, _), (msg2, size2, _) = report["results"]
     assert size1 < 2000 and size2 < 50_000  # they really are tiny files
     assert "100000x100000" in msg1 and "over the limit" in msg1
     assert "9000x9000" in msg2 and "over the limit" in msg2
-    assert t1 < 0.5 and t2 < 0.5
     assert report["rss_growth_kb"] < 30_000  # < 30 MB: nothing near 10 GB or 240 MB was touched
 
 
