@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -98,3 +99,43 @@ def test_watermarked_save_keeps_the_mark_in_png_and_jpeg(tmp_path):
     assert detect(saved.png_path) == core.WATERMARK_TEXT
     assert detect(saved.jpeg_path) == core.WATERMARK_TEXT
     assert read_metadata(saved.jpeg_path)["backdrop"]["invisible_watermark"] is True
+
+
+def test_backdrop_studio_command_serves_on_localhost(tmp_path):
+    """`backdrop studio --port N` (the README's command) starts the app, bound to 127.0.0.1 only."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("backdrop")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from backdrop.cli import main; main()"]
+    log = tmp_path / "studio.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*cmd, "studio", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=tmp_path, env={**os.environ, "BACKDROP_OUTPUT_DIR": str(tmp_path / "gen")},
+                                start_new_session=True)
+    try:
+        body, deadline = None, time.monotonic() + 90
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert body == "ok", log.read_text(errors="replace")[-2000:]
+        try:
+            table = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        except FileNotFoundError:  # no ss here: the health check above is what we can say
+            table = ""
+        local = [line.split()[3] for line in table.splitlines() if line.strip()]
+        if local:  # every listener on that port is on loopback
+            assert all(addr.startswith(("127.0.0.1:", "[::1]:")) for addr in local), local
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
