@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from . import models as store
-from .errors import BackdropError
 
 models_app = typer.Typer(
     name="models",
@@ -33,15 +32,13 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def _one_line_errors(func: F) -> F:
-    """Print a BackdropError as one line on stderr and exit with its code (no traceback)."""
+    """Errors as one line on stderr and a non-zero exit, through the main CLI's one handler."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except BackdropError as exc:
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {exc}", markup=True)
-            raise typer.Exit(code=exc.exit_code) from None
+        from .cli import guarded  # imported late: cli.py mounts this sub-app at import
+
+        return guarded(False, lambda: func(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
 
