@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import make_bad_inputs as bad
 from backdrop.cli import app
+from backdrop.pipeline import item_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = ROOT / ".venv" / "bin" / "backdrop"
@@ -63,6 +64,17 @@ def arr(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def no_debris(out: Path) -> bool:
+    """Nothing but outputs and backdrop's record: no temporary files anywhere."""
+    tmp = [p for p in (out / ".backdrop" / "tmp").iterdir()] if (out / ".backdrop" / "tmp").exists() else []
+    stray = [p for p in out.rglob("*") if p.name.endswith((".tmp", ".bdtmp")) or ".old-" in p.name]
+    return not tmp and not stray
+
+
+# the sample's own seed: from the base seed 5 and its path relative to the input root
+S = item_seed(5, "sample.png")
+
+
 # -- one real run, then a second with the same seed ----------------------------------------------------------
 
 
@@ -81,8 +93,9 @@ def test_run_writes_the_layout(runs):
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr
     assert {p.name for p in (work / "out1" / "sample").iterdir()} == EXPECTED_FILES
-    assert [p.name for p in (work / "out1").iterdir()] == ["sample"]  # no temp folder left
-    assert "1 done, 0 failed" in procs[0].stderr
+    assert sorted(p.name for p in (work / "out1").iterdir()) == [".backdrop", "manifest.jsonl", "sample"]
+    assert no_debris(work / "out1")
+    assert "1 done, 0 already done, 0 copied, 0 failed" in procs[0].stderr
 
 
 def test_foreground_pixels_identical_to_input(runs):
@@ -122,7 +135,7 @@ def test_run_json_is_complete(runs):
     assert isinstance(rec["caption"], str) and rec["caption"]
     assert rec["caption"] in rec["prompt"]["positive"]
     assert rec["prompt"]["negative"]
-    assert [(v["index"], v["seed"]) for v in rec["variants"]] == [(1, 5), (2, 6)]
+    assert [(v["index"], v["seed"]) for v in rec["variants"]] == [(1, S), (2, S + 1)]
     assert {"segment", "inpaint", "caption", "refine", "generate", "composite"} <= set(rec["timings"])
     assert all(isinstance(t, float) and t >= 0 for t in rec["timings"].values())
     assert rec["versions"]["backdrop"] == rec["backdrop_version"]
@@ -132,7 +145,7 @@ def test_run_json_is_complete(runs):
 
 def test_pipeline_log_written(runs):
     log = (runs[0] / "out1" / "sample" / "pipeline.log").read_text()
-    assert "sample.png" in log and "seeds [5, 6]" in log
+    assert "sample.png" in log and f"seeds [{S}, {S + 1}]" in log
 
 
 def test_every_png_has_parameters_record_and_xmp(runs):
@@ -151,7 +164,7 @@ def test_every_png_has_parameters_record_and_xmp(runs):
             assert f"digitalsourcetype/{want_type[kind]}" in text["XML:com.adobe.xmp"], png.name
         if kind in ("background", "composite"):
             k = int(png.stem.rsplit("_", 1)[1])
-            assert f"Seed: {4 + k}" in text["parameters"] and rec["variant"]["seed"] == 4 + k
+            assert f"Seed: {S + k - 1}" in text["parameters"] and rec["variant"]["seed"] == S + k - 1
             assert "Size: 160x120" in text["parameters"]
             assert "Steps" not in text["parameters"]  # texture has no denoising steps: left out
 
@@ -164,10 +177,10 @@ def test_inspect_prints_it_back(runs):
     out = result.stdout
     assert rec["prompt"]["positive"] in out
     assert "Negative prompt: " + rec["prompt"]["negative"] in out
-    assert "Seed: 6" in out and "compositeSynthetic" in out and '"backdrop_version"' in out
+    assert f"Seed: {S + 1}" in out and "compositeSynthetic" in out and '"backdrop_version"' in out
     as_json = json.loads(invoke("inspect", comp, "--json").stdout)
-    assert as_json["backdrop"]["variant"] == {"index": 2, "seed": 6}
-    assert as_json["parsed"]["fields"]["Seed"] == "6"
+    assert as_json["backdrop"]["variant"] == {"index": 2, "seed": S + 1}
+    assert as_json["parsed"]["fields"]["Seed"] == str(S + 1)
 
 
 def test_inspect_bad_files(tmp_path):
@@ -188,17 +201,23 @@ def test_existing_output_kept_without_overwrite_then_replaced(tmp_path):
     assert first.exit_code == 0, stderr_of(first)
     before = {p.name: p.read_bytes() for p in (out / "img").iterdir()}
 
+    # the same command again: a resume, nothing to do, exit 0, nothing touched
+    same = cli("run", image, "-o", out, *OFFLINE, "-n", "1", "--seed", "1", cwd=tmp_path)
+    assert same.returncode == 0 and "0 done, 1 already done" in same.stderr, same.stderr
+    assert {p.name: p.read_bytes() for p in (out / "img").iterdir()} == before
+
     proc = cli("run", image, "-o", out, *OFFLINE, "-n", "1", "--seed", "2", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert_one_error_line(proc.stderr, "exists", "--overwrite")
+    assert proc.returncode == 5
+    assert_one_error_line(proc.stderr, "img", "other settings", "base seed 1", "--overwrite")
     assert {p.name: p.read_bytes() for p in (out / "img").iterdir()} == before
 
     again = invoke("run", image, "-o", out, *OFFLINE, "-n", "1", "--seed", "2", "--overwrite", "-q")
     assert again.exit_code == 0, stderr_of(again)
     rec = json.loads((out / "img" / "run.json").read_text())
-    assert rec["variants"][0]["seed"] == 2
+    assert rec["variants"][0]["seed"] == item_seed(2, "img.png")
     assert (out / "img" / "background_1.png").read_bytes() != before["background_1.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["img"]  # no .old / .tmp folders left
+    assert sorted(p.name for p in out.iterdir()) == [".backdrop", "img", "manifest.jsonl"]
+    assert no_debris(out)
 
 
 # -- batches ----------------------------------------------------------------------------------------------------
@@ -217,10 +236,10 @@ def test_batch_good_and_bad(tmp_path):
     assert len(errors) == len(broken), proc.stderr
     for path in broken:
         assert sum(path.name in line for line in errors) == 1
-        assert not (out / path.stem).exists()
+        assert not (out / "in" / path.stem).exists()
     for path in good:
-        assert (out / path.stem / "composite_1.png").is_file()
-    assert "2 done, 3 failed" in proc.stderr
+        assert (out / "in" / path.stem / "composite_1.png").is_file()
+    assert "2 done, 0 already done, 0 copied, 3 failed" in proc.stderr
 
 
 def test_batch_same_stems_get_distinct_folders(tmp_path):
@@ -231,9 +250,10 @@ def test_batch_same_stems_get_distinct_folders(tmp_path):
     bad.scene(folder, "a_2.png", seed=5)
     result = invoke("run", folder, "-o", tmp_path / "out", *OFFLINE, "-n", "1", "--seed", "1", "-q")
     assert result.exit_code == 0, stderr_of(result)
-    dirs = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert len(dirs) == 3 and len(set(dirs)) == 3
-    sources = {json.loads((tmp_path / "out" / d / "run.json").read_text())["input"]["path"] for d in dirs}
+    dirs = sorted(p.name for p in (tmp_path / "out" / "in").iterdir())
+    # a.png and a.jpg share a stem in their folder: the suffix is folded into both names
+    assert dirs == ["a_2", "a_jpg", "a_png"]
+    sources = {json.loads((tmp_path / "out" / "in" / d / "run.json").read_text())["input"]["path"] for d in dirs}
     assert len(sources) == 3
 
 
@@ -440,7 +460,8 @@ def test_rerun_over_the_same_folder_ignores_its_outputs(tmp_path):
     for extra in ([], ["--overwrite"]):
         result = invoke("run", tmp_path, "-o", tmp_path / "out", *OFFLINE, "-n", "1", "--seed", "1", "-q", *extra)
         assert result.exit_code == 0, stderr_of(result)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["only"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".backdrop", "manifest.jsonl", tmp_path.name]
+    assert [p.name for p in (tmp_path / "out" / tmp_path.name).iterdir()] == ["only"]
 
 
 def test_odd_file_names(tmp_path):
@@ -468,7 +489,9 @@ class FailingGenerator(SolidGenerator):
         return super().__call__(request)
 
 
-def test_failure_mid_image_writes_nothing(tmp_path):
+def test_failure_mid_image_keeps_finished_variants_only(tmp_path):
+    """Variants are written as they are made: a failure on variant 2 keeps variant 1 (whole files,
+    recorded), leaves no partial file or temporary debris, and the image counts as not done."""
     from backdrop import Pipeline, PipelineConfig
     from backdrop.config import preset
     from backdrop.errors import GenerationError
@@ -478,8 +501,12 @@ def test_failure_mid_image_writes_nothing(tmp_path):
     with pytest.raises(GenerationError, match="generate failed.*out of memory") as err:
         pipe.process(image, tmp_path / "out")
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "out" / "img").exists()
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    out = tmp_path / "out"
+    assert {p.name for p in (out / "img").iterdir()} == {"mask.png", "bg_only.png", "background_1.png",
+                                                          "composite_1.png"}
+    assert Image.open(out / "img" / "composite_1.png").size == (160, 120)
+    assert no_debris(out)
+    assert (out / "manifest.jsonl").read_text() == ""  # the image is not complete: not in the manifest
 
 
 def test_api_pil_image_with_exif_is_upright(tmp_path):

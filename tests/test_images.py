@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 import make_bad_inputs as bad
-from backdrop.errors import InputError, OutputExistsError
-from backdrop.images import atomic_dir, atomic_write_bytes, collect_inputs, load_bytes, load_image, normalise
+from backdrop.errors import InputError
+from backdrop.images import atomic_write_bytes, collect_inputs, load_bytes, load_image, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,42 +269,58 @@ def test_collect_folder_sorted_recursive_skips_hidden(tmp_path):
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
-    got = [p.relative_to(tmp_path).as_posix() for p in collect_inputs([tmp_path])]
-    assert got == ["a.JPG", "b.png", "sub/c.tif"]
+    top = tmp_path.name
+    got = collect_inputs([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p, _ in got] == ["a.JPG", "b.png", "sub/c.tif"]
+    # names relative to the folder's parent: the folder given is part of every name
+    assert [rel for _, rel in got] == [f"{top}/a.JPG", f"{top}/b.png", f"{top}/sub/c.tif"]
 
 
-def test_collect_keeps_explicit_files_in_order(tmp_path):
+def test_collect_explicit_files_by_name_and_once(tmp_path):
     a, b = tmp_path / "z.png", tmp_path / "a.png"
     a.write_bytes(b"x")
     b.write_bytes(b"x")
-    assert collect_inputs([a, b]) == [a, b]
+    (tmp_path / "link.png").symlink_to(a)
+    got, notes = collect_inputs([a, b, a, tmp_path / "link.png"], with_notes=True)
+    assert got == [(b, "a.png"), (a, "z.png")]  # sorted by name; the same file (or a link to it) once
+    assert len(notes) == 2 and all("same file" in n for n in notes)
+
+
+def test_collect_follows_symlinked_folders_once_and_says_so(tmp_path):
+    real = tmp_path / "data" / "real"
+    real.mkdir(parents=True)
+    (real / "x.png").write_bytes(b"x")
+    (tmp_path / "data" / "alias").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(tmp_path / "data", target_is_directory=True)  # a cycle
+    got, notes = collect_inputs([tmp_path / "data"], with_notes=True)
+    assert [rel for _, rel in got] == ["data/real/x.png"]
+    assert any("alias" in n and "already searched" in n for n in notes)
+    assert any("loop" in n and "already searched" in n for n in notes)
+    # a link to a folder that is not otherwise in the tree is followed, and said so
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "y.png").write_bytes(b"y")
+    (tmp_path / "data" / "more").symlink_to(other, target_is_directory=True)
+    got, notes = collect_inputs([tmp_path / "data"], with_notes=True)
+    assert [rel for _, rel in got] == ["data/more/y.png", "data/real/x.png"]
+    assert any("more" in n and "symlinked folder followed" in n for n in notes)
+
+
+def test_collect_never_takes_backdrop_outputs(tmp_path):
+    """Earlier outputs, anywhere in the tree (not only the current --out), are never inputs."""
+    from backdrop.outputs import OutputSet
+
+    bad.scene(tmp_path, "a.png")
+    with OutputSet.open(tmp_path / "old_out", "run", seed=1):
+        pass
+    (tmp_path / "old_out" / "a").mkdir()
+    bad.scene(tmp_path / "old_out" / "a", "composite_1.png")
+    assert [rel for _, rel in collect_inputs([tmp_path])] == [f"{tmp_path.name}/a.png"]
+    with pytest.raises(InputError, match="backdrop output folder"):
+        collect_inputs([tmp_path / "old_out"])
 
 
 # -- atomic output ----------------------------------------------------------------------------------------
-
-
-def test_atomic_dir_nothing_left_on_failure(tmp_path):
-    final = tmp_path / "out" / "img"
-    with pytest.raises(RuntimeError):
-        with atomic_dir(final) as tmp:
-            (tmp / "mask.png").write_bytes(b"half")
-            raise RuntimeError("boom")
-    assert not final.exists()
-    assert list((tmp_path / "out").iterdir()) == []
-
-
-def test_atomic_dir_refuses_then_replaces(tmp_path):
-    final = tmp_path / "img"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        with atomic_dir(final):
-            pass
-    assert (final / "old.txt").read_text() == "old"
-    with atomic_dir(final, overwrite=True) as tmp:
-        (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]  # no .old or .tmp left
 
 
 def test_atomic_write_bytes_no_temp_left(tmp_path):
@@ -332,7 +348,7 @@ def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "o"
     proc = _run_cli(["run", folder, "-o", out, "--preset", "offline", "--generator", "texture", "-n", "1",
                      "--seed", "3", "-q"], cwd=folder.parent)
-    return bad_paths, odd_paths, out, proc
+    return bad_paths, odd_paths, out / folder.name, proc  # names keep the folder given
 
 
 def test_batch_bad_files_one_line_each_and_no_output(batch):
@@ -345,15 +361,17 @@ def test_batch_bad_files_one_line_each_and_no_output(batch):
         assert len(mine) == 1, (name, proc.stderr)
         assert not (out / path.stem).exists(), name  # never a partial output
     assert len(err_lines) == len(bad_paths), proc.stderr
-    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert list((out.parent / ".backdrop" / "tmp").iterdir()) == []  # no temporary debris
 
 
 def test_batch_odd_files_all_processed(batch):
     _, odd_paths, out, proc = batch
     produced = {p.name for p in out.iterdir()}
-    # two inputs share the stem "anim" (anim.gif, anim.png): the second is anim_2
-    expected_dirs = {p.stem for p in odd_paths.values()} | {"anim_2"}
+    # inputs that share a stem in their folder (anim.gif + anim.png, cmyk.jpg + cmyk.tif): both names
+    # carry their suffix, whatever else the run holds
+    expected_dirs = {p.stem for p in odd_paths.values() if p.stem not in ("anim", "cmyk")} | {
+        "anim_gif", "anim_png", "cmyk_jpg", "cmyk_tif"}
     assert expected_dirs <= produced, (produced, proc.stderr)
     for d in expected_dirs:
         files = {p.name for p in (out / d).iterdir()}
@@ -398,10 +416,16 @@ def test_atomic_outputs_are_not_private(tmp_path):
     """mkdtemp/mkstemp create 0700/0600; the results must be ordinary (umask) folders and files."""
     umask = os.umask(0o022)
     os.umask(umask)
-    with atomic_dir(tmp_path / "img") as tmp:
-        atomic_write_bytes(tmp / "a.bin", b"x")
-    assert ((tmp_path / "img").stat().st_mode & 0o777) == (0o777 & ~umask)
-    assert ((tmp_path / "img" / "a.bin").stat().st_mode & 0o777) == (0o666 & ~umask)
+    from backdrop.outputs import OutputSet
+
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert ((tmp_path / "a.bin").stat().st_mode & 0o777) == (0o666 & ~umask)
+    with OutputSet.open(tmp_path / "out", "run", seed=1) as out:
+        with out.item("img", "fp") as w:
+            w.own_dir("img")
+            w.write_part("v1", {"img/b.bin": b"y"})
+    assert ((tmp_path / "out" / "img").stat().st_mode & 0o777) == (0o777 & ~umask)
+    assert ((tmp_path / "out" / "img" / "b.bin").stat().st_mode & 0o777) == (0o666 & ~umask)
 
 
 def test_normalise_applies_exif_orientation(tmp_path):
@@ -419,16 +443,8 @@ def test_collect_excludes_the_output_folder(tmp_path):
     bad.scene(tmp_path, "a.png")
     (tmp_path / "out" / "a").mkdir(parents=True)
     bad.scene(tmp_path / "out" / "a", "composite_1.png")
-    assert collect_inputs([tmp_path], exclude=[tmp_path / "out"]) == [tmp_path / "a.png"]
+    assert [p for p, _ in collect_inputs([tmp_path], exclude=[tmp_path / "out"])] == [tmp_path / "a.png"]
     assert len(collect_inputs([tmp_path])) == 2
     # a file named explicitly is kept even there
     explicit = tmp_path / "out" / "a" / "composite_1.png"
-    assert collect_inputs([explicit], exclude=[tmp_path / "out"]) == [explicit]
-
-
-def test_atomic_dir_under_a_file_is_one_line_error(tmp_path):
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(OutputExistsError, match="is a file, not a folder"):
-        with atomic_dir(tmp_path / "f" / "img"):
-            pass
-    assert (tmp_path / "f").read_text() == "x"
+    assert [p for p, _ in collect_inputs([explicit], exclude=[tmp_path / "out"])] == [explicit]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -71,9 +72,9 @@ def _names(registry_attr: str) -> str:
 @app.command()
 def run(
     inputs: List[Path] = typer.Argument(..., help="image files or folders of images"),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder; each image gets OUT/<stem>/"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder; each image gets OUT/<name>/"),
     variants: Optional[int] = typer.Option(None, "--variants", "-n", help="new backgrounds per image [default: 1]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="variant k uses SEED+k-1; drawn and recorded if not given"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="base seed: each image's seed derives from it and the image's path; drawn and recorded if not given"),
     preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, or seed (the original model design)"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend: auto, {_names('segment:SEGMENTERS')}"),
@@ -102,21 +103,20 @@ def run(
     harmonize: Optional[bool] = typer.Option(None, "--harmonize/--no-harmonize", help="match the edge colour to the new background"),
     feather: Optional[int] = typer.Option(None, "--feather", help="soft edge width in pixels"),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="refuse larger inputs [default: 60000000]"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing output folders"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines (-vv for debug)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress bar"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Give each input image N new backgrounds, keeping the object pixel-identical."""
+    """Give each input image N new backgrounds, keeping the object pixel-identical.
+
+    OUT/<name>/ per image, where <name> is the image's path relative to the folder given (its
+    class folder kept) without the suffix. A rerun of the same command resumes: what is done is
+    skipped, what a crash cut short is redone."""
     _setup_logging(verbose, quiet)
-
-    def build():
-        from .config import PipelineConfig, preset as apply_preset
-
-        cfg = PipelineConfig.from_file(config_file) if config_file else PipelineConfig()
-        if preset:
-            cfg = apply_preset(preset, cfg)
-        stage_opts: dict[str, dict[str, Any]] = {
+    cfg = guarded(debug, lambda: build_config(
+        config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt, negative=negative,
+        max_pixels=max_pixels, stages={
             "segment": {"backend": segmenter, "model": seg_model, "alpha_matting": alpha_matting, "device": device},
             "inpaint": {"backend": inpainter},
             "caption": {"backend": captioner, "model": caption_model, "device": device},
@@ -126,47 +126,83 @@ def run(
                          "scheduler": scheduler, "strength": strength, "short_side": short_side, "device": device,
                          "offload": offload, "backgrounds": _str(backgrounds)},
             "composite": {"harmonize": harmonize, "feather": feather},
-        }
-        overrides = {stage: {k: v for k, v in opts.items() if v is not None} for stage, opts in stage_opts.items()}
-        cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v})
-        top = {"variants": variants, "seed": seed, "prompt": prompt, "negative": negative, "max_pixels": max_pixels}
-        cfg = cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
-        from .images import collect_inputs
+        }))
+    from .engine.work import Job
 
-        files = collect_inputs(inputs, exclude=[out])  # never the outputs of an earlier run
-        from .pipeline import Pipeline
+    job = Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs), overwrite=overwrite)
+    _run_job(job, engine="local", quiet=quiet, debug=debug)
 
-        return cfg, files, Pipeline.from_config(cfg).load()
 
-    cfg, files, pipe = guarded(debug, build)
-    from .pipeline import draw_seed
+def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: dict[str, dict[str, Any]],
+                 **top: Any) -> Any:
+    """A PipelineConfig from a file, a preset and the command-line options (which win)."""
+    from .config import PipelineConfig, preset as apply_preset
 
-    base_seed = cfg.seed if cfg.seed is not None else draw_seed()
-    names = _unique_names(files)
-    failures: list[tuple[Path, str, BaseException]] = []
-    done: list[Path] = []
-    with _progress(quiet or len(files) < 1) as bar:
-        task = bar.add_task("images", total=len(files))
-        for path, name in zip(files, names):
-            bar.update(task, description=path.name)
-            try:
-                done.append(pipe.process(path, out, name=name, seed=base_seed, overwrite=overwrite))
-            except KeyboardInterrupt:
-                typer.echo("interrupted", err=True)
-                raise typer.Exit(130)
-            except Exception as exc:  # noqa: BLE001 - a batch goes on past a bad file
-                if debug:
-                    raise
-                msg = str(exc) if isinstance(exc, BackdropError) else f"unexpected {type(exc).__name__}: {exc}"
-                failures.append((path, msg, exc))
-                typer.echo(f"error: {msg}" if str(path) in msg else f"error: {path}: {msg}", err=True)
-            bar.advance(task)
+    cfg = PipelineConfig.from_file(config_file) if config_file else PipelineConfig()
+    if preset:
+        cfg = apply_preset(preset, cfg)
+    overrides = {stage: {k: v for k, v in opts.items() if v is not None} for stage, opts in stages.items()}
+    cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v})
+    return cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
+
+
+def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
+    """Plan, load, run and report a job; exits with the summary's code."""
+    from .engine.work import Worker
+
+    def start():
+        # what can fail without touching the output comes first: the source, the backends, the
+        # models (a missing model fails once, before any output folder exists); then the output
+        # is opened (checked writable) and the tasks are listed
+        dataset = job.open_dataset() if job.kind == "dataset" else None
+        pipe = None
+        if engine == "local":
+            from .pipeline import Pipeline
+
+            pipe = Pipeline.from_config(job.config).load()
+        plan = job.plan(dataset=dataset)
+        try:
+            tasks = plan.tasks()
+            for note in plan.notes:
+                log.warning(note)
+            if job.kind == "dataset":
+                log.warning("%s: %s data set, %d item(s) (%d to augment, splits %s)", job.inputs[0], dataset.format,
+                            len(tasks), sum(t.kind == "augment" for t in tasks), ",".join(job.splits))
+            worker = None
+            if pipe is not None:
+                pipe.config = replace(pipe.config, seed=plan.job.base_seed)
+                worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
+            n = len([t for t in tasks if t.kind == "augment"]) * plan.job.config.variants
+            if n >= 1000:
+                log.warning("%d image(s) to make; rerun the same command to resume at any point", n)
+            return plan, worker
+        except BaseException:
+            plan.close()
+            raise
+
+    plan, worker = guarded(debug, start)
+
+    def on_outcome(o: Any) -> None:
+        if o.status in ("failed", "dropped"):
+            typer.echo(f"error: {o.message}", err=True)
+
+    def go():
+        if engine == "ray":
+            from .engine.ray import run_ray
+
+            return run_ray(plan.job, plan=plan, on_outcome=on_outcome, progress=not quiet, **(engine_options or {}))
+        from .engine.local import run_local
+
+        return run_local(plan.job, plan=plan, worker=worker, on_outcome=on_outcome, progress=not quiet)
+
+    summary = guarded(debug, go)
     if not quiet:
-        seeds = f"seeds {base_seed}..{base_seed + cfg.variants - 1}" if cfg.variants > 1 else f"seed {base_seed}"
-        typer.echo(f"{len(done)} done, {len(failures)} failed ({seeds}) -> {out}", err=True)
-    if failures:
-        codes = {_exit_code(exc) for _, _, exc in failures}
-        raise typer.Exit(codes.pop() if len(codes) == 1 else 1)
+        base = plan.job.base_seed
+        for line in summary.lines(job.out):
+            typer.echo(line, err=True)
+        typer.echo(f"base seed {base} (each image's seed derives from it and the image's path)", err=True)
+    if summary.failed:
+        raise typer.Exit(summary.exit_code)
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -177,40 +213,87 @@ def _str(p: Optional[Path]) -> Optional[str]:
     return None if p is None else str(p)
 
 
-def _unique_names(files: list[Path]) -> list[str]:
-    """One output folder name per input: its stem, or stem_2, stem_3, ... when already taken
-    (also by another file's own stem: a.png, a.jpg, a_2.png -> a, a_2, a_2_2)."""
-    used: set[str] = set()
-    names = []
-    for f in files:
-        name, k = f.stem, 1
-        while name in used:
-            k += 1
-            name = f"{f.stem}_{k}"
-        used.add(name)
-        names.append(name)
-    return names
+@app.command()
+def augment(
+    source: Path = typer.Argument(..., help="the data set's root folder (YOLO, COCO, class folders, imagefolder, image+mask pairs, plain)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="the new data set's folder [default: SOURCE-backdrop beside it]"),
+    variants: int = typer.Option(3, "--variants", "-n", help="new images per training image"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="base seed; each image's seed derives from it and its relative path"),
+    fmt: str = typer.Option("auto", "--format", help="auto, yolo, coco, folders, imagefolder, masks, plain"),
+    splits: str = typer.Option("train", "--splits", help="comma-separated splits to augment; the others are copied unchanged"),
+    copy_other_splits: bool = typer.Option(True, "--copy-other-splits/--drop-other-splits", help="copy val/test unchanged, or leave them out"),
+    include_originals: bool = typer.Option(False, "--include-originals", help="put the source images in the new set too"),
+    image_format: str = typer.Option("same", "--image-format", help="same (as the source), png or jpg"),
+    quality: int = typer.Option(95, "--quality", help="JPEG quality of written images"),
+    save_masks: bool = typer.Option(False, "--save-masks", help="also write each image's mask and clean background under _backdrop/"),
+    box_fallback: str = typer.Option("box", "--box-fallback", help="boxes-only labels, mask misses an object: box (keep the whole box) or skip"),
+    box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover before --box-fallback applies"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed, ..."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
+    generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend (images without mask labels): auto, {_names('segment:SEGMENTERS')}"),
+    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", help="folder of backgrounds (pool generator)"),
+    style: Optional[str] = typer.Option(None, "--style", help="style preset (prompts; and the random generator's palette)"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="fixed prompt: skips caption and refine"),
+    negative: Optional[str] = typer.Option(None, "--negative", help="negative prompt"),
+    sd_model: Optional[str] = typer.Option(None, "--sd-model", help="diffusers model id or folder (sd-*)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps (sd-*)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps"),
+    feather: Optional[int] = typer.Option(None, "--feather", help="soft edge width in pixels"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray cluster; pip install 'backdrop[ray]')"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="ray: pipeline actors [default: CPUs/2, or GPUs]"),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per actor [default: 1 for diffusion on a GPU cluster, else 0]"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines (-vv for debug)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Turn a labelled training set into a bigger one: the same format, labels carried over, N
+    new backgrounds per training image. Rerun the same command to resume."""
+    _setup_logging(verbose, quiet)
 
+    def build():
+        from .config import ConfigError
+        from .engine.work import Job
+        from .generate import GENERATORS
 
-class _progress:
-    """A rich progress bar on a terminal; silent otherwise."""
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
+        if image_format not in ("same", "png", "jpg"):
+            raise ConfigError(f"--image-format: expected same, png or jpg, got {image_format!r}")
+        if box_fallback not in ("box", "skip"):
+            raise ConfigError(f"--box-fallback: expected box or skip, got {box_fallback!r}")
+        if not 1 <= quality <= 100:
+            raise ConfigError(f"--quality: expected 1 to 100, got {quality}")
+        gen = generator
+        if gen is None and not config_file and not preset:
+            # data sets: backgrounds that are new (domain randomisation) unless a pool or model is given
+            gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else
+                                              ("random" if "random" in GENERATORS else "texture"))
+        cfg = build_config(config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt,
+                           negative=negative, stages={
+                               "segment": {"backend": segmenter, "device": device},
+                               "refine": {"style": style},
+                               "generate": {"backend": gen, "model": sd_model, "steps": steps, "device": device,
+                                            "backgrounds": _str(backgrounds)},
+                               "composite": {"feather": feather},
+                           })
+        dst = out or source.resolve().parent / f"{source.resolve().name}-backdrop"
+        wanted = tuple(x.strip() for x in splits.split(",") if x.strip())
+        if not wanted:
+            raise ConfigError("--splits: name at least one split (e.g. train)")
+        if dst.resolve() == source.resolve() or source.resolve() in dst.resolve().parents:
+            raise ConfigError(f"--out {dst} is inside the source set {source}; choose a folder outside it")
+        return Job(config=cfg, out=str(dst), kind="dataset", inputs=(str(source),), format=fmt, splits=wanted,
+                   copy_other_splits=copy_other_splits, include_originals=include_originals,
+                   image_format=image_format, quality=quality, save_masks=save_masks, overwrite=overwrite,
+                   box_fallback=box_fallback, box_min_cover=box_cover)
 
-    def __init__(self, disabled: bool):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=disabled or not console.is_terminal, transient=False,
-        )
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self.progress
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+    job = guarded(debug, build)
+    opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()
+            if v is not None}
+    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts)
 
 
 @app.command()

@@ -12,6 +12,7 @@ message on one line and exits non-zero (``--debug`` shows the traceback).
     │   ├── ModelNotFoundError      not in the store / cache and not reachable
     │   └── ModelCorruptError       present but fails its sha256 or does not load
     ├── OutputExistsError           an output would be overwritten without --overwrite
+    ├── OutputError                 the output cannot be written (read-only, full disk, I/O error)
     └── GenerationError             a backend failed while running
 """
 
@@ -72,6 +73,12 @@ class OutputExistsError(BackdropError):
     """An output folder or file exists and ``overwrite`` was not asked for."""
 
     exit_code = 5
+
+
+class OutputError(BackdropError):
+    """The output folder cannot be written: read-only, full, or an I/O error (the path is named)."""
+
+    exit_code = 7
 
 
 class GenerationError(BackdropError):

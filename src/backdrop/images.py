@@ -20,13 +20,13 @@ import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BackdropError, InputError, OutputExistsError
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +41,78 @@ class LoadedImage:
     info: dict[str, Any] = field(default_factory=dict)  # path, format, original mode/size, notes
 
 
-def collect_inputs(paths: Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> list[Path]:
-    """Expand files and folders (a folder's images, sorted, recursively) into a list of files.
+def collect_inputs(paths: Iterable[str | Path], *, exclude: Iterable[str | Path] = (),
+                   with_notes: bool = False) -> Any:
+    """Expand files and folders into ``(file, rel)`` pairs, sorted by ``rel``.
 
-    Folders in ``exclude`` (the run's output folder) are not searched, so a second run over
-    ``.`` does not take the first run's results as inputs. Files named explicitly are kept.
-    Raises InputError for a path that does not exist or a folder with no images.
+    ``rel`` names the file relative to the *parent* of the folder given (``in/cat`` ->
+    ``cat/001.png``), or is the file's own name for a file given: so a file's output name is the
+    same whatever else is in the run. Folders are searched recursively; hidden files, folders
+    in ``exclude`` and folders holding backdrop's output record (earlier runs' outputs, wherever
+    they are) are skipped. Symlinked folders are followed once (a loop is not), and said so in
+    the notes. The same file (by resolved path) is taken once. Raises InputError for a path that
+    does not exist or a folder with no images. With ``with_notes``: ``(pairs, notes)``.
+
+    >>> collect_inputs(["no/such/dir"])
+    Traceback (most recent call last):
+    backdrop.errors.InputError: no/such/dir: no such file or folder
     """
-    skip = [Path(e).resolve() for e in exclude]
-    out: list[Path] = []
+    from .outputs import is_output_set
+
+    skip = {Path(e).resolve() for e in exclude}
+    seen: set[Path] = set()
+    notes: list[str] = []
+    out: list[tuple[Path, str]] = []
+
+    def take(f: Path, rel: str) -> None:
+        real = f.resolve()
+        if real in seen:
+            notes.append(f"{f}: the same file as one already taken; done once")
+            return
+        seen.add(real)
+        out.append((f, rel))
+
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
-        if p.is_dir():
-            found = sorted(
-                q for q in p.rglob("*")
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _hidden(q, p) and not _under(q, skip)
-            )
-            if not found:
-                raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
-
-
-def _under(path: Path, folders: list[Path]) -> bool:
-    if not folders:
-        return False
-    resolved = path.resolve()
-    return any(resolved == f or f in resolved.parents for f in folders)
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+        if not p.is_dir():
+            take(p, p.name)
+            continue
+        if is_output_set(p):
+            raise InputError(f"{p}: is a backdrop output folder, not an input (it holds {p}/.backdrop)")
+        top = p.resolve().name or "input"
+        found: list[tuple[Path, str]] = []
+        visited: set[Path] = set()
+        for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
+            d = Path(dirpath)
+            real = d.resolve()
+            if real in visited:  # a symlink loop, or a second link to a folder already searched
+                notes.append(f"{d}: links to a folder already searched; skipped")
+                dirnames[:] = []
+                continue
+            visited.add(real)
+            if d != p and d.is_symlink():
+                notes.append(f"{d}: symlinked folder followed")
+            keep = []
+            # real folders first, so a file is named by its real place when a link also reaches it
+            for name in sorted(dirnames, key=lambda n: ((d / n).is_symlink(), n)):
+                sub = d / name
+                if name.startswith(".") or sub.resolve() in skip or is_output_set(sub):
+                    continue
+                keep.append(name)
+            dirnames[:] = keep
+            for name in filenames:
+                f = d / name
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+                    continue
+                found.append((f, str(PurePosixPath(top, *f.relative_to(p).parts))))
+        if not found:
+            raise InputError(f"{p}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for f, rel in sorted(found, key=lambda fr: fr[1]):
+            take(f, rel)
+    out.sort(key=lambda fr: fr[1])
+    return (out, notes) if with_notes else out
 
 
 def load_image(path: str | Path, *, max_pixels: int = 60_000_000) -> LoadedImage:
@@ -226,39 +263,6 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once, at import, so no thread sees the briefly changed value
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it becomes ``final`` in one rename.
-
-    On any error the temporary folder is removed, so a failed image leaves nothing behind.
-    An existing ``final`` raises OutputExistsError unless ``overwrite``.
-    """
-    final = Path(final)
-    if final.exists() and not overwrite:
-        raise OutputExistsError(f"{final} exists; pass --overwrite to replace it")
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputExistsError(f"{final.parent} (or a folder above it) is a file, not a folder; "
-                                "choose another output folder") from None
-    except OSError as exc:
-        raise BackdropError(f"cannot create output folder {final.parent}: {exc.strerror}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; the result is an ordinary folder
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

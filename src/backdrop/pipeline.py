@@ -17,9 +17,9 @@ import platform
 import secrets
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from PIL import Image
@@ -28,11 +28,11 @@ from . import runlog
 from .caption import CAPTIONERS
 from .composite import composite
 from .config import PipelineConfig
-from .errors import BackdropError, GenerationError, OutputExistsError
+from .errors import BackdropError, GenerationError
 from .generate import GENERATORS
-from .images import LoadedImage, atomic_dir, load_image, normalise
+from .images import LoadedImage, load_image, normalise
 from .inpaint import INPAINTERS
-from .metadata import a1111_parameters, save_image
+from .metadata import a1111_parameters
 from .models import find as find_model
 from .models import path as model_path
 from .refine import REFINERS
@@ -53,6 +53,20 @@ AUTO_REFINE_MODELS = ("smollm2-135m-instruct",)
 def variant_seed(base: int, k: int) -> int:
     """Seed of variant ``k`` (1-based): ``base + k - 1``, as A1111 numbers a batch."""
     return (base + k - 1) % 2**32
+
+
+def item_seed(base: int, rel: str) -> int:
+    """An image's own seed: from the run's base seed and the image's path relative to its data
+    set root, so every image gets other backgrounds, and reordering, resuming, sharding or adding
+    files changes no image's seed.
+
+    >>> item_seed(7, "train/cat/001.jpg") == item_seed(7, "train/cat/001.jpg") != item_seed(7, "train/dog/001.jpg")
+    True
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(base)}\0{rel}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def draw_seed() -> int:
@@ -80,6 +94,7 @@ class Pipeline:
         self.refiner = refiner
         self.generator = generator
         self.notices = list(notices or [])
+        self.skipped = skipped_stages(config, generator)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -95,7 +110,11 @@ class Pipeline:
     ) -> "Pipeline":
         """Build every stage from ``config``; a ready backend instance passed here is used as is."""
         config = config or PipelineConfig()
-        config, notices = resolve_auto(config)
+        if generator is None:
+            GENERATORS.check_name(config.generate.backend)
+            generator = GENERATORS.create(config.generate.backend, config.generate)
+        skip = skipped_stages(config, generator)
+        config, notices = resolve_auto(config, skip=skip)
         for stage, registry, given in (
             ("segment", SEGMENTERS, segmenter),
             ("inpaint", INPAINTERS, inpainter),
@@ -103,7 +122,7 @@ class Pipeline:
             ("refine", REFINERS, refiner),
             ("generate", GENERATORS, generator),
         ):
-            if given is None:
+            if given is None and stage not in skip:
                 registry.check_name(getattr(config, stage).backend)
         for note in notices:
             log.warning(note)
@@ -111,16 +130,21 @@ class Pipeline:
             config,
             segmenter=segmenter or SEGMENTERS.create(config.segment.backend, config.segment),
             inpainter=inpainter or INPAINTERS.create(config.inpaint.backend, config.inpaint),
-            captioner=captioner or CAPTIONERS.create(config.caption.backend, config.caption),
-            refiner=refiner or REFINERS.create(config.refine.backend, config.refine),
-            generator=generator or GENERATORS.create(config.generate.backend, config.generate),
+            # a stage whose output nobody reads is neither built nor loaded (its model may be absent)
+            captioner=captioner or (Skipped("caption", skip["caption"]) if "caption" in skip
+                                    else CAPTIONERS.create(config.caption.backend, config.caption)),
+            refiner=refiner or (Skipped("refine", skip["refine"]) if "refine" in skip
+                                else REFINERS.create(config.refine.backend, config.refine)),
+            generator=generator,
             notices=notices,
         )
 
     def load(self) -> "Pipeline":
         """Load every model now (they load lazily otherwise), so a missing model fails once, up
         front, rather than on each image of a batch. Returns the pipeline."""
-        for attr in _ATTR.values():
+        for stage, attr in _ATTR.items():
+            if stage in self.skipped:
+                continue
             load = getattr(getattr(self, attr), "load", None)
             if callable(load):
                 load()
@@ -131,14 +155,20 @@ class Pipeline:
         out: dict[str, dict[str, Any]] = {}
         for stage, attr in _ATTR.items():
             backend = getattr(self, attr)
+            if stage in self.skipped:
+                out[stage] = {"name": getattr(backend, "name", "-"), "skipped": self.skipped[stage]}
+                continue
             info = {"name": getattr(backend, "name", type(backend).__name__)}
             describe = getattr(backend, "describe", None)
             if callable(describe):
                 info.update(describe())
             out[stage] = info
-        if self.config.prompt is not None:
-            out["caption"]["skipped"] = out["refine"]["skipped"] = "fixed prompt"
         return out
+
+    @property
+    def uses_prompt(self) -> bool:
+        """Whether the generator reads the prompt (texture, pool and random do not)."""
+        return bool(getattr(self.generator, "uses_prompt", True))
 
     # -- one image --------------------------------------------------------------------------------
     def __call__(
@@ -148,71 +178,108 @@ class Pipeline:
         seed: Optional[int] = None,
         on_progress: Optional[StageProgress] = None,
     ) -> Result:
-        """Run every stage on one image and return a :class:`Result` (nothing is written)."""
+        """Run every stage on one image and return a :class:`Result` (nothing is written).
+
+        All variants are held in the result; a batch writer uses :meth:`prepare` and
+        :meth:`variants` instead, which hand over one variant at a time."""
+        cfg = self.config
+        base = seed if seed is not None else (cfg.seed if cfg.seed is not None else draw_seed())
+        prep = self.prepare(image, on_progress=on_progress)
+        seeds = [variant_seed(base, k) for k in range(1, cfg.variants + 1)]
+        variants = list(self.variants(prep, seeds, on_progress=on_progress))
+        return self.result(prep, variants, base)
+
+    def result(self, prep: "Prepared", variants: list[Variant], base: int) -> Result:
+        return Result(
+            image=prep.image, mask=prep.mask, background=prep.background, caption=prep.caption,
+            prompt=prep.prompt, variants=variants,
+            timings={k: round(v, 4) for k, v in prep.timings.items()},
+            config=self.config, backends=self.backends(), warnings=prep.warnings, notes=prep.notes,
+            source=prep.source, base_seed=base,
+        )
+
+    def prepare(
+        self,
+        image: Image.Image | str | Path | LoadedImage,
+        *,
+        mask: Optional[Image.Image] = None,
+        region: Optional[Image.Image] = None,
+        on_progress: Optional[StageProgress] = None,
+    ) -> "Prepared":
+        """Steps 1-4 for one image: mask, clean background, caption, prompt.
+
+        ``mask`` (mode L, 255 = keep) replaces the segmenter: a data set's labelled masks are the
+        foreground. ``region`` (mode L) limits the segmenter's mask to it: a data set's grown
+        boxes, so unlabelled things outside every box become background."""
         cfg = self.config
         loaded = _as_loaded(image, cfg.max_pixels)
         img = loaded.image
-        base = seed if seed is not None else (cfg.seed if cfg.seed is not None else draw_seed())
-        timings: dict[str, float] = {}
-        progress = on_progress or (lambda stage, i, n: None)
-
-        def timed(stage: str, fn: Callable[[], Any]) -> Any:
-            progress(stage, 0, 1)
-            t0 = time.perf_counter()
-            try:
-                value = fn()
-            except BackdropError:
-                raise
-            except Exception as exc:  # a backend bug or runtime failure: one line, stage named
-                raise GenerationError(f"{stage} failed ({type(exc).__name__}: {exc})") from exc
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
-            progress(stage, 1, 1)
-            return value
-
-        with runlog.collecting(label=Path(loaded.info["path"]).name if loaded.info.get("path") else None) as rec:
-            for notice in self.notices:
-                rec["warnings"].append(notice)
-            # 1. segment: the foreground mask, binary, same size
-            mask = timed("segment", lambda: _binary_mask(self.segmenter(img), img.size))
-            # 2. inpaint: the clean background (the object's hole filled)
-            clean = timed("inpaint", lambda: self.inpainter(img, mask))
-            # 3-4. caption and refine, unless the user fixed the prompt
-            if cfg.prompt is not None:
-                caption = ""
-                prompt = Prompt(cfg.prompt, cfg.negative or "")
+        prep = Prepared(image=img, source=loaded.info, progress=on_progress)
+        label = Path(loaded.info["path"]).name if loaded.info.get("path") else None
+        with runlog.collecting(label=label) as rec:
+            rec["warnings"].extend(self.notices)
+            # 1. segment: the foreground mask, binary, same size (or the labels' own mask)
+            if mask is not None:
+                prep.mask = _binary_mask(mask, img.size)
             else:
-                caption = timed("caption", lambda: self.captioner(clean))
-                prompt = timed("refine", lambda: self.refiner(caption))
+                prep.mask = prep.timed("segment", lambda: _binary_mask(self.segmenter(img), img.size))
+                if region is not None:
+                    inside = np.asarray(_binary_mask(region, img.size)) > 0
+                    prep.mask = Image.fromarray(np.where(inside, np.asarray(prep.mask), 0).astype(np.uint8), "L")
+            # 2. inpaint: the clean background (the object's hole filled)
+            prep.background = prep.timed("inpaint", lambda: self.inpainter(img, prep.mask))
+            prep.known = _known_background(prep.mask, cfg.inpaint.dilate)
+            # 3-4. caption and refine, unless the prompt is fixed or the generator ignores it
+            if not self.uses_prompt:  # no prompt is recorded as if it had made the image
+                prep.prompt = Prompt("", "")
+            elif cfg.prompt is not None:
+                prep.prompt = Prompt(cfg.prompt, cfg.negative or "")
+            else:
+                prep.caption = prep.timed("caption", lambda: self.captioner(prep.background))
+                prep.prompt = prep.timed("refine", lambda: self.refiner(prep.caption))
                 if cfg.negative is not None:
-                    prompt = Prompt(prompt.positive, cfg.negative)
-            # 5-6. generate N backgrounds (one seed each) and paste the foreground back
-            known = _known_background(mask, cfg.inpaint.dilate)
-            variants: list[Variant] = []
-            for k in range(1, cfg.variants + 1):
-                s = variant_seed(base, k)
-                stage = f"generate {k}/{cfg.variants}"
-                request = GenerateRequest(
-                    image=img, mask=mask, background=clean, known=known, prompt=prompt, seed=s,
-                    progress=lambda i, n, stage=stage: progress(stage, i, n),
-                )
-                bg = timed("generate", lambda: _rgb_at(self.generator(request), img.size))
-                comp = timed("composite", lambda: composite(img, mask, bg, cfg.composite))
-                variants.append(Variant(k, s, bg, comp))
-        return Result(
-            image=img,
-            mask=mask,
-            background=clean,
-            caption=caption,
-            prompt=prompt,
-            variants=variants,
-            timings={k: round(v, 4) for k, v in timings.items()},
-            config=cfg,
-            backends=self.backends(),
-            warnings=rec["warnings"],
-            notes=rec["notes"],
-            source=loaded.info,
-            base_seed=base,
-        )
+                    prep.prompt = Prompt(prep.prompt.positive, cfg.negative)
+        prep.warnings, prep.notes = rec["warnings"], rec["notes"]
+        return prep
+
+    def variants(
+        self,
+        prep: "Prepared",
+        seeds: list[int],
+        *,
+        slots: Optional[list[int]] = None,
+        on_progress: Optional[StageProgress] = None,
+    ) -> Iterator[Variant]:
+        """Steps 5-6: one new background per seed, composited; yielded one at a time (so a
+        writer can save each as it is made). Generators with ``generate_batch`` get the seeds in
+        batches of ``batch_size`` (the prompt encoded once per batch)."""
+        cfg = self.config
+        gen = self.generator
+        n = len(seeds)
+        progress = on_progress or prep.progress or (lambda stage, i, total: None)
+        batch = max(1, int(_batch_size(gen, cfg)))
+        label = Path(prep.source["path"]).name if prep.source.get("path") else None
+        for start in range(0, n, batch):
+            chunk = list(range(start, min(n, start + batch)))
+            with runlog.collecting(label=label) as rec:
+                requests = [
+                    GenerateRequest(
+                        image=prep.image, mask=prep.mask, background=prep.background, known=prep.known,
+                        prompt=prep.prompt, seed=seeds[i], slot=None if slots is None else slots[i],
+                        progress=lambda j, total, stage=f"generate {i + 1}/{n}": progress(stage, j, total),
+                    )
+                    for i in chunk
+                ]
+                if len(requests) > 1 and callable(getattr(gen, "generate_batch", None)):
+                    images = prep.timed("generate", lambda: gen.generate_batch(requests))
+                else:
+                    images = [prep.timed("generate", lambda r=r: gen(r)) for r in requests]
+            prep.warnings.extend(w for w in rec["warnings"] if w not in prep.warnings)
+            prep.notes.update(rec["notes"])
+            for i, bg in zip(chunk, images):
+                bg = _rgb_at(bg, prep.image.size)
+                comp = prep.timed("composite", lambda: composite(prep.image, prep.mask, bg, cfg.composite))
+                yield Variant(i + 1, seeds[i], bg, comp)
 
     # -- saving -----------------------------------------------------------------------------------
     def record(self, result: Result) -> dict[str, Any]:
@@ -258,45 +325,108 @@ class Pipeline:
 
     def save(self, result: Result, out_dir: str | Path, *, name: str = "image", overwrite: bool = False,
              log_text: str = "") -> Path:
-        """Write one result into ``out_dir/name/`` atomically (see the README's output layout)."""
-        record = self.record(result)
-        with atomic_dir(Path(out_dir) / name, overwrite=overwrite) as tmp:
-            base_params = a1111_parameters(result.prompt.positive, result.prompt.negative, size=result.image.size)
-            save_image(result.mask, tmp / "mask.png", parameters=base_params, record={**record, "file": "mask"})
-            save_image(result.background, tmp / "bg_only.png", parameters=base_params,
-                       record={**record, "file": "bg_only"}, source_type="compositeSynthetic")
-            for v in result.variants:
-                labels = self.labels(result, v)
-                rec = {**record, "variant": {"index": v.index, "seed": v.seed}}
-                for kind, image in (("background", v.background), ("composite", v.composite)):
-                    save_image(image, tmp / f"{kind}_{v.index}.png", parameters=labels["parameters"],
-                               record={**rec, "file": kind}, source_type=labels[kind])
-            (tmp / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-            (tmp / "pipeline.log").write_text(log_text, encoding="utf-8")
-        return Path(out_dir) / name
+        """Write one result into ``out_dir/name/`` (see the README's output layout) through the
+        output protocol: no-replace, resumable, ``overwrite`` replaces only backdrop's own files."""
+        from .engine.work import save_result
+
+        return save_result(self, result, out_dir, name=name, overwrite=overwrite, log_text=log_text)
 
     def process(self, path: str | Path, out_dir: str | Path, *, name: str | None = None, seed: int | None = None,
                 overwrite: bool = False, on_progress: Optional[StageProgress] = None) -> Path:
-        """Load, run and save one image file, with its own pipeline.log. Returns the output folder."""
+        """Load, run and save one image file into ``out_dir/name/`` (default: the file's stem),
+        writing each variant as it is made. ``seed`` is the image's own seed. Returns the folder."""
+        from .engine.work import Job, Task, Worker
+
         path = Path(path)
         name = name or path.stem
-        target = Path(out_dir) / name
-        if target.exists() and not overwrite:  # save() checks too; this spares the work before it
-            raise OutputExistsError(f"{target} exists; pass --overwrite to replace it")
-        with _capture_log() as captured:
-            log.info("input %s", path)
-            result = self(load_image(path, max_pixels=self.config.max_pixels), seed=seed, on_progress=on_progress)
-            log.info("done: %d variant(s), seeds %s", len(result.variants), [v.seed for v in result.variants])
-        return self.save(result, out_dir, name=name, overwrite=overwrite, log_text=captured.getvalue())
+        base = seed if seed is not None else (self.config.seed if self.config.seed is not None else draw_seed())
+        job = Job(config=replace(self.config, seed=base), out=str(out_dir), kind="run", overwrite=overwrite,
+                  base_seed=base)
+        plan = job.plan()
+        worker = Worker(plan.job, pipeline=self, out=plan.out)
+        try:
+            outcome = worker(Task(key=name, rel=path.name, path=str(path), seed=base), on_progress=on_progress)
+            plan.job.finalize(plan.out)
+        finally:
+            plan.close()
+        if outcome.status == "failed":
+            raise outcome.error
+        return Path(out_dir) / name
+
+
+@dataclass
+class Prepared:
+    """What steps 1-4 made of one image; the variants are made from it (see Pipeline.variants)."""
+
+    image: Image.Image
+    source: dict[str, Any] = field(default_factory=dict)
+    mask: Image.Image | None = None
+    background: Image.Image | None = None  # the clean (inpainted) background
+    known: Image.Image | None = None  # 255 where the background pixels are real
+    caption: str = ""
+    prompt: Prompt = field(default_factory=lambda: Prompt("", ""))
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    progress: Optional[StageProgress] = None
+
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        progress = self.progress or (lambda s, i, n: None)
+        progress(stage, 0, 1)
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except BackdropError:
+            raise
+        except Exception as exc:  # a backend bug or runtime failure: one line, stage named
+            raise GenerationError(f"{stage} failed ({type(exc).__name__}: {exc})") from exc
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+        progress(stage, 1, 1)
+        return value
+
+
+class Skipped:
+    """Stands in for a stage that this run does not need: never built, never loaded."""
+
+    def __init__(self, stage: str, reason: str):
+        self.name = "-"
+        self.stage = stage
+        self.reason = reason
+
+    def __call__(self, *args: Any) -> Any:  # pragma: no cover - the pipeline never calls it
+        raise GenerationError(f"{self.stage} is skipped in this run ({self.reason})")
+
+
+def skipped_stages(config: PipelineConfig, generator: Any) -> dict[str, str]:
+    """Stages whose output nobody reads: caption and refine when the prompt is fixed or the
+    generator ignores it. Maps stage -> reason (recorded in run.json and the manifest)."""
+    if not getattr(generator, "uses_prompt", True):
+        why = f"the {getattr(generator, 'name', 'chosen')} generator does not read a prompt"
+        return {"caption": why, "refine": why}
+    if config.prompt is not None:
+        return {"caption": "fixed prompt", "refine": "fixed prompt"}
+    return {}
+
+
+def _batch_size(gen: Any, cfg: PipelineConfig) -> int:
+    if not callable(getattr(gen, "generate_batch", None)):
+        return 1
+    size = getattr(cfg.generate, "batch_size", 0) or 0
+    if size:
+        return size
+    pick = getattr(gen, "max_batch", None)
+    return int(pick()) if callable(pick) else int(getattr(gen, "batch_size", 1) or 1)
 
 
 _ATTR = {"segment": "segmenter", "inpaint": "inpainter", "caption": "captioner", "refine": "refiner",
          "generate": "generator"}
 
 
-def resolve_auto(config: PipelineConfig) -> tuple[PipelineConfig, list[str]]:
-    """Replace the "auto" backends by what is present here; return the one-line notices to show."""
+def resolve_auto(config: PipelineConfig, skip: dict[str, str] | None = None) -> tuple[PipelineConfig, list[str]]:
+    """Replace the "auto" backends by what is present here; return the one-line notices to show.
+    Stages in ``skip`` are left as they are (and say nothing)."""
     notices: list[str] = []
+    skip = skip or {}
     if config.segment.backend == "auto":
         found = _first_in_store(AUTO_SEGMENT_MODELS) if has_module("rembg") and has_module("onnxruntime") else None
         if found:
@@ -307,7 +437,7 @@ def resolve_auto(config: PipelineConfig) -> tuple[PipelineConfig, list[str]]:
                 "segment: ISNet is not installed, using the classical segmenter; for better masks run "
                 f"`pip install 'backdrop[segment]'` and `backdrop models pull {AUTO_SEGMENT_MODELS[0]}`"
             )
-    if config.refine.backend == "auto":
+    if config.refine.backend == "auto" and "refine" not in skip:
         found = _first_in_store(AUTO_REFINE_MODELS) if has_module("llama_cpp") else None
         if found:
             config = replace(config, refine=replace(config.refine, backend="llama-cpp", model=str(model_path(found))))

@@ -42,6 +42,9 @@ class GenerateRequest:
     prompt: Prompt
     seed: int
     progress: Optional[ProgressCallback] = None
+    # a data set run's running number of this (image, variant): generators that draw from a
+    # finite pool use it to spread their picks (no pick again while unused ones remain)
+    slot: Optional[int] = None
 
 
 @dataclass(frozen=True)

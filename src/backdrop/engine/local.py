@@ -1,0 +1,114 @@
+"""The local engine: the job's tasks, one after another, in this process.
+
+Progress: a rich bar with images/s and ETA on a terminal; otherwise a plain line every
+``PLAIN_EVERY`` seconds (logs of batch jobs stay readable). A failing task is reported in one
+line and the loop goes on; a disk error (OutputError) stops it, keeping what is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+from ..errors import OutputError
+from .work import Job, Outcome, Plan, Summary, Worker
+
+log = logging.getLogger(__name__)
+
+PLAIN_EVERY = 30.0  # seconds between plain progress lines when not on a terminal
+
+# called once per finished task (the CLI prints failures as they happen)
+OnOutcome = Callable[[Outcome], None]
+
+
+def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: bool = True,
+              plan: Plan | None = None, worker: Worker | None = None) -> Summary:
+    """Run ``job`` here; returns the summary (the manifest and index files are written at the end,
+    also when some tasks failed; a disk error stops the loop and is raised after them)."""
+    plan = plan or job.plan()
+    job = plan.job
+    summary = Summary()
+    tasks = plan.tasks()
+    summary.total = len(tasks)
+    worker = worker or Worker(job, out=plan.out, dataset=plan.dataset)
+    t0 = time.perf_counter()
+    stopped: OutputError | None = None
+    try:
+        with _Progress(len(tasks), job.config.variants, enabled=progress) as bar:
+            for task in tasks:
+                bar.describe(task.key)
+                try:
+                    outcome = worker(task)
+                except OutputError as exc:
+                    stopped = exc
+                    break
+                summary.add(outcome)
+                if on_outcome:
+                    on_outcome(outcome)
+                bar.advance(outcome.written)
+        summary.seconds = time.perf_counter() - t0
+        job.finalize(plan.out, plan.dataset)
+    finally:
+        plan.close()
+    if stopped is not None:
+        raise stopped
+    return summary
+
+
+class _Progress:
+    """A rich bar (images/s, ETA) on a terminal; plain periodic log lines elsewhere."""
+
+    def __init__(self, total: int, variants: int, enabled: bool):
+        from rich.console import Console
+
+        self.total = total
+        self.variants = max(1, variants)
+        self.enabled = enabled
+        self.console = Console(stderr=True)
+        self.rich = enabled and self.console.is_terminal
+        self.done = 0
+        self.images = 0
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.bar = None
+
+    def __enter__(self) -> "_Progress":
+        if self.rich:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=self.console, transient=False)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("images", total=self.total, rate="")
+        return self
+
+    def describe(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=name[-40:])
+
+    def advance(self, images: int) -> None:
+        self.done += 1
+        self.images += images
+        now = time.perf_counter()
+        rate = self.images / max(now - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, rate=f"{rate:.2f} img/s")
+        elif self.enabled and (now - self.last >= PLAIN_EVERY) and self.done < self.total:
+            self.last = now
+            per = (now - self.t0) / self.done
+            eta = per * (self.total - self.done)
+            log.warning("progress: %d/%d items, %.2f images/s, ETA %s", self.done, self.total, rate, _hms(eta))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
