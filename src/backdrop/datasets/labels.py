@@ -11,12 +11,22 @@ is the mask that ``COCO.annToMask`` gives for the same annotation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 Box = tuple[float, float, float, float]
+
+
+def _decode(rle: dict) -> np.ndarray:
+    """pycocotools' decode, quiet: under numpy 2 it warns about its own ``__array__``."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        return mask_utils.decode([rle])[:, :, 0].astype(bool)
 
 
 def _wh(size: tuple[int, int]) -> tuple[int, int]:
@@ -47,7 +57,7 @@ def polygons_mask(polygons, size: tuple[int, int]) -> np.ndarray:
     if not polys:
         return np.zeros((h, w), bool)
     rles = mask_utils.frPyObjects(polys, h, w)
-    return mask_utils.decode([mask_utils.merge(rles)])[:, :, 0].astype(bool)
+    return _decode(mask_utils.merge(rles))
 
 
 def rle_mask(rle: dict, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -65,7 +75,7 @@ def rle_mask(rle: dict, size: tuple[int, int] | None = None) -> np.ndarray:
         enc = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     else:
         enc = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode([enc])[:, :, 0].astype(bool)
+    return _decode(enc)
 
 
 @dataclass(frozen=True)
