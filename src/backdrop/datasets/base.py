@@ -57,6 +57,13 @@ def canonical_split(name: str) -> str:
     return _SPLIT_ALIASES.get(base, name)
 
 
+def order_splits(splits) -> list[str]:
+    """Unique split names in the order train, val, test, then the others as they came."""
+    seen = list(dict.fromkeys(splits))
+    known = [s for s in ("train", "val", "test") if s in seen]
+    return known + [s for s in seen if s not in known]
+
+
 def is_split_name(name: str) -> bool:
     return canonical_split(name) in ("train", "val", "test")
 
@@ -134,6 +141,14 @@ def atomic_text(path: Path, *, newline: str | None = None) -> Iterator[IO[str]]:
         raise
 
 
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy a file byte for byte through a temporary file and one ``os.replace``."""
+    from ..images import atomic_write_bytes
+
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(dst), Path(src).read_bytes())
+
+
 class Dataset:
     """A data set opened by a format: streams its items and writes its index files.
 
@@ -145,7 +160,7 @@ class Dataset:
 
     def __init__(self, root: Path, splits: list[str], info: dict | None = None):
         self.root = Path(root)
-        self.splits = list(splits)
+        self.splits = order_splits(splits)
         self.info = dict(info or {})
 
     def __repr__(self) -> str:

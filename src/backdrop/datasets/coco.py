@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import InputError
-from .base import (Dataset, Item, atomic_text, canonical_split, has_images, image_size,
+from .base import (Dataset, Item, atomic_copy, atomic_text, canonical_split, has_images, image_size,
                    is_split_name, posix_rel)
 from .labels import Labels, Obj
 
@@ -232,8 +232,7 @@ class CocoDataset(Dataset):
             for split in copied:
                 jrel = split_json.get(canonical_split(split) if split else split)
                 if jrel is not None and jrel not in spools:
-                    with atomic_text(dst / jrel) as out:
-                        out.write(self._sets[jrel]["path"].read_text(encoding="utf-8"))
+                    atomic_copy(self._sets[jrel]["path"], dst / jrel)
                     written.append(jrel)
         finally:
             for fh, _ in spools.values():
