@@ -298,3 +298,14 @@ def test_source_json_is_not_modified(tmp_path):
     write_copies(ds, tmp_path / "out", 2)
     assert (root / "annotations/instances_train.json").read_bytes() == before
     assert next(ds.items()).meta["image"] == snapshot
+
+
+def test_file_name_outside_the_root_is_an_item_error(tmp_path):
+    def mutate(d):
+        d["images"][1]["file_name"] = "../../outside.png"
+    root = tmp_path / "set"
+    _img(tmp_path / "outside.png")
+    items = _bad(tmp_path, mutate)
+    bad = [it for it in items.values() if it.rel.startswith("../")]
+    assert len(bad) == 1 and "lies outside the data set root" in bad[0].error
+    assert items["train/000000397133.jpg"].error is None and root.is_dir()

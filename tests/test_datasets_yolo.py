@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from backdrop.datasets import FORMATS, Labels, Obj, detect, open_dataset
+from backdrop.datasets import FORMATS, Labels, detect, open_dataset
 from backdrop.datasets.reference import write_copies
 from backdrop.datasets.yolo import label_rel_for
 from backdrop.errors import InputError

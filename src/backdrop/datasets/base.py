@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterable, Iterator, Protocol
 
-from ..errors import InputError
 from ..images import IMAGE_SUFFIXES
 from .labels import Labels
 
@@ -178,6 +177,10 @@ class Dataset:
         """The items of ``splits`` (all when None), sorted by ``rel``; labels parsed lazily."""
         chosen = None if splits is None else {canonical_split(s) if s else s for s in splits}
         for rel, split, path, meta in sorted(self._entries(chosen), key=lambda e: e[0]):
+            if rel == ".." or rel.startswith("../") or PurePosixPath(rel).is_absolute():
+                # its outputs would land outside the output folder
+                yield Item(path, rel, split, None, meta, error=f"{path}: lies outside the data set root {self.root}")
+                continue
             yield self._item(rel, split, path, meta)
 
     def _wants(self, chosen: set[str] | None, split: str) -> bool:
@@ -214,8 +217,3 @@ class Dataset:
         for _ in records:  # consume, so a generator's side effects happen either way
             pass
         return []
-
-
-def check_rel_inside(rel: str, what: str) -> None:
-    if rel.startswith("../") or rel == "..":
-        raise InputError(f"{what}: lies outside the data set root")

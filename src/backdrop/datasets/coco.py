@@ -360,7 +360,7 @@ class CocoFormat:
         if not found:
             raise InputError(f"{root}: no COCO JSON found (annotations/instances_<split>.json, "
                              "<split>/*.json or one *.json beside images/)")
-        sets, ncat, cats = {}, 0, []
+        sets, cats = {}, []
         for j, split, cands in found:
             data = _load_json(j)
             base = self._base(data, cands, root)

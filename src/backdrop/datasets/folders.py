@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from .base import Dataset, Item, canonical_split, has_images, is_image, is_split_name, posix_rel, scan_images
+from .base import Dataset, canonical_split, has_images, is_image, is_split_name, posix_rel, scan_images
 
 RESERVED = {"images", "labels", "masks", "annotations"}
 
@@ -132,4 +132,4 @@ class PlainFormat:
 FORMAT = FoldersFormat()
 PLAIN = PlainFormat()
 
-__all__ = ["FORMAT", "PLAIN", "FoldersDataset", "PlainDataset", "Item"]
+__all__ = ["FORMAT", "PLAIN", "FoldersDataset", "PlainDataset"]

@@ -192,8 +192,6 @@ class YoloDataset(Dataset):
     def _item(self, rel, split, path, meta):
         if meta.get("list_error"):
             return Item(path, rel, split, None, meta, error=meta["list_error"])
-        if rel.startswith("../"):
-            return Item(path, rel, split, None, meta, error=f"{path}: lies outside the data set root {self.root}")
         label = label_path_for(path)
         meta = {"label_file": label if label.is_file() else None, "background": not label.is_file()}
         try:
