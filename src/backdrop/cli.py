@@ -151,28 +151,31 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
     from .engine.work import Worker
 
     def start():
-        # what can fail without touching the output comes first: the source, the backends, the
-        # models (a missing model fails once, before any output folder exists); then the output
-        # is opened (checked writable) and the tasks are listed
+        # what can fail without touching the output comes first: the source (surveyed once), the
+        # backends, the models (a missing model fails once, before any output folder exists);
+        # then the output is opened (checked writable) and the tasks are streamed
         dataset = job.open_dataset() if job.kind == "dataset" else None
+        survey = job.survey(dataset)
+        for note in survey["notes"]:
+            log.warning(note)
+        if job.kind == "dataset":
+            log.warning("%s: %s data set: %d image(s) to augment (splits %s), %d to copy unchanged",
+                        job.inputs[0], dataset.format, survey["augment"],
+                        ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
         pipe = None
-        if engine == "local":
+        if engine == "local" and survey["augment"]:
             from .pipeline import Pipeline
 
-            pipe = Pipeline.from_config(job.config).load()
+            skip = {} if survey["segment"] else {"segment": "every labelled image carries its masks"}
+            pipe = Pipeline.from_config(job.config, skip=skip).load()
         plan = job.plan(dataset=dataset)
+        plan.survey = survey
         try:
-            tasks = plan.tasks()
-            for note in plan.notes:
-                log.warning(note)
-            if job.kind == "dataset":
-                log.warning("%s: %s data set, %d item(s) (%d to augment, splits %s)", job.inputs[0], dataset.format,
-                            len(tasks), sum(t.kind == "augment" for t in tasks), ",".join(job.splits))
             worker = None
             if pipe is not None:
                 pipe.config = replace(pipe.config, seed=plan.job.base_seed)
                 worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
-            n = len([t for t in tasks if t.kind == "augment"]) * plan.job.config.variants
+            n = survey["augment"] * plan.job.config.variants
             if n >= 1000:
                 log.warning("%d image(s) to make; rerun the same command to resume at any point", n)
             return plan, worker

@@ -86,6 +86,7 @@ class Pipeline:
         refiner: Any,
         generator: Any,
         notices: list[str] | None = None,
+        skip: dict[str, str] | None = None,
     ):
         self.config = config
         self.segmenter = segmenter
@@ -94,7 +95,7 @@ class Pipeline:
         self.refiner = refiner
         self.generator = generator
         self.notices = list(notices or [])
-        self.skipped = skipped_stages(config, generator)
+        self.skipped = {**skipped_stages(config, generator), **(skip or {})}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -107,13 +108,17 @@ class Pipeline:
         captioner: Any = None,
         refiner: Any = None,
         generator: Any = None,
+        skip: dict[str, str] | None = None,
     ) -> "Pipeline":
-        """Build every stage from ``config``; a ready backend instance passed here is used as is."""
+        """Build every stage from ``config``; a ready backend instance passed here is used as is.
+
+        ``skip`` names stages this run will not use, with the reason (a data set whose labels
+        give every mask needs no segmenter): they are neither built nor loaded."""
         config = config or PipelineConfig()
         if generator is None:
             GENERATORS.check_name(config.generate.backend)
             generator = GENERATORS.create(config.generate.backend, config.generate)
-        skip = skipped_stages(config, generator)
+        skip = {**skipped_stages(config, generator), **(skip or {})}
         config, notices = resolve_auto(config, skip=skip)
         for stage, registry, given in (
             ("segment", SEGMENTERS, segmenter),
@@ -128,7 +133,8 @@ class Pipeline:
             log.warning(note)
         return cls(
             config,
-            segmenter=segmenter or SEGMENTERS.create(config.segment.backend, config.segment),
+            segmenter=segmenter or (Skipped("segment", skip["segment"]) if "segment" in skip
+                                    else SEGMENTERS.create(config.segment.backend, config.segment)),
             inpainter=inpainter or INPAINTERS.create(config.inpaint.backend, config.inpaint),
             # a stage whose output nobody reads is neither built nor loaded (its model may be absent)
             captioner=captioner or (Skipped("caption", skip["caption"]) if "caption" in skip
@@ -137,6 +143,7 @@ class Pipeline:
                                 else REFINERS.create(config.refine.backend, config.refine)),
             generator=generator,
             notices=notices,
+            skip=skip,
         )
 
     def load(self) -> "Pipeline":
@@ -427,7 +434,7 @@ def resolve_auto(config: PipelineConfig, skip: dict[str, str] | None = None) -> 
     Stages in ``skip`` are left as they are (and say nothing)."""
     notices: list[str] = []
     skip = skip or {}
-    if config.segment.backend == "auto":
+    if config.segment.backend == "auto" and "segment" not in skip:
         found = _first_in_store(AUTO_SEGMENT_MODELS) if has_module("rembg") and has_module("onnxruntime") else None
         if found:
             config = replace(config, segment=replace(config.segment, backend="rembg", model=found))

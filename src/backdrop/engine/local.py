@@ -29,14 +29,14 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     plan = plan or job.plan()
     job = plan.job
     summary = Summary()
-    tasks = plan.tasks()
-    summary.total = len(tasks)
+    total = plan.total()
     worker = worker or Worker(job, out=plan.out, dataset=plan.dataset)
     t0 = time.perf_counter()
     stopped: OutputError | None = None
     try:
-        with _Progress(len(tasks), job.config.variants, enabled=progress) as bar:
-            for task in tasks:
+        with _Progress(total, job.config.variants, enabled=progress) as bar:
+            for task in plan.tasks():
+                summary.total += 1
                 bar.describe(task.key)
                 try:
                     outcome = worker(task)
@@ -59,7 +59,7 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
 class _Progress:
     """A rich bar (images/s, ETA) on a terminal; plain periodic log lines elsewhere."""
 
-    def __init__(self, total: int, variants: int, enabled: bool):
+    def __init__(self, total: int | None, variants: int, enabled: bool):
         from rich.console import Console
 
         self.total = total
@@ -96,11 +96,11 @@ class _Progress:
         rate = self.images / max(now - self.t0, 1e-9)
         if self.bar is not None:
             self.bar.update(self.task, advance=1, rate=f"{rate:.2f} img/s")
-        elif self.enabled and (now - self.last >= PLAIN_EVERY) and self.done < self.total:
+        elif self.enabled and (now - self.last >= PLAIN_EVERY) and self.done < (self.total or 1 << 62):
             self.last = now
             per = (now - self.t0) / self.done
-            eta = per * (self.total - self.done)
-            log.warning("progress: %d/%d items, %.2f images/s, ETA %s", self.done, self.total, rate, _hms(eta))
+            eta = f", ETA {_hms(per * (self.total - self.done))}" if self.total else ""
+            log.warning("progress: %d/%s items, %.2f images/s%s", self.done, self.total or "?", rate, eta)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

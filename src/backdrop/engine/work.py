@@ -163,6 +163,38 @@ class Job:
 
         return open_dataset(Path(self.inputs[0]), self.format)
 
+    def augmented_splits(self, dataset: Any) -> set[str]:
+        """The splits to augment: those asked for; a set without splits is all training data."""
+        return {""} if list(dataset.splits) == [""] else set(self.splits) & set(dataset.splits)
+
+    def copied_splits(self, dataset: Any) -> list[str]:
+        if not self.copy_other_splits:
+            return []
+        augment = self.augmented_splits(dataset)
+        return [s for s in dataset.splits if s not in augment]
+
+    def survey(self, dataset: Any = None) -> dict[str, Any]:
+        """One pass over the source before any output exists: how many items to augment and to
+        copy, and whether any needs the segmenter (not when every label carries masks)."""
+        if self.kind == "run":
+            from ..images import collect_inputs
+
+            files, notes = collect_inputs(self.inputs, exclude=[self.out], with_notes=True)
+            return {"augment": len(files), "copy": 0, "segment": True, "notes": notes}
+        dataset = dataset if dataset is not None else self.open_dataset()
+        augment = self.augmented_splits(dataset)
+        copied = set(self.copied_splits(dataset))
+        out: dict[str, Any] = {"augment": 0, "copy": 0, "segment": False, "notes": []}
+        for item in dataset.items():
+            if item.split in augment:
+                out["augment"] += 1
+                labels = item.labels
+                if not item.error and (labels is None or not labels.has_masks()):
+                    out["segment"] = True
+            elif item.split in copied:
+                out["copy"] += 1
+        return out
+
     def fingerprint(self) -> str:
         from ..pipeline import resolve_auto
 
@@ -192,7 +224,7 @@ class Job:
                 if dataset is not None:
                     formats = (part["record"]["format"] for state in out.records()
                                for part in state["parts"].values() if "format" in part["record"])
-                    written += dataset.finalize(out.root, formats)
+                    written += dataset.finalize(out.root, formats, copied=self.copied_splits(dataset))
             return written
         finally:
             if own:
@@ -212,13 +244,15 @@ class Plan:
         self.job = job
         self.out = out
         self.dataset = dataset
-        self.notes: list[str] = []
-        self._tasks: list[Task] | None = None
+        self.survey: dict[str, Any] | None = None  # counts, when the caller surveyed the source
 
-    def tasks(self) -> list[Task]:
-        if self._tasks is None:
-            self._tasks = list(self._list())
-        return self._tasks
+    def tasks(self) -> Iterator[Task]:
+        """The tasks, streamed in the order of their relative paths (a data set's items are read as
+        they come, never all held)."""
+        return self._list()
+
+    def total(self) -> int | None:
+        return None if self.survey is None else self.survey["augment"] + self.survey["copy"]
 
     def _list(self) -> Iterator[Task]:
         job = self.job
@@ -228,20 +262,17 @@ class Plan:
         if job.kind == "run":
             from ..images import collect_inputs
 
-            files, notes = collect_inputs(job.inputs, exclude=[job.out], with_notes=True)
-            self.notes.extend(notes)
+            files = collect_inputs(job.inputs, exclude=[job.out])
             names = _RunNames()
             for n, (path, rel) in enumerate(files):
                 yield Task(key=names(path, rel), rel=rel, path=str(path), seed=item_seed(base, rel),
                            slot=n * job.config.variants)
             return
         ds = self.dataset
-        wanted = set(job.splits)
+        augment = job.augmented_splits(ds)
         n = 0
         for item in ds.items():
-            split_ok = (item.split in wanted) or (not item.split and (not ds.splits or "" in wanted or not wanted
-                                                                       or "train" in wanted))
-            if split_ok:
+            if item.split in augment:
                 yield Task(key=item.rel, rel=item.rel, path=str(item.path), seed=item_seed(base, item.rel),
                            slot=n * job.config.variants, item=item)
                 n += 1
@@ -342,12 +373,13 @@ class Worker:
             return Outcome(task.key, "skipped")
         ds = self.dataset
         item = task.item
+        if getattr(item, "error", None):
+            raise InputError(item.error)
         w.begin({"source": task.rel, "copy": True})
         files = ds.passthrough(item)
-        size = _image_size(Path(task.path))
-        rel_image = ds.variant_rel(item, 0, Path(task.path).suffix.lower())
-        record = {"format": {"rel": rel_image, "source": item.rel, "split": item.split, "variant": 0,
-                             **ds.record(item, rel_image, size)}}
+        # the split's own index file (COCO JSON, metadata.jsonl) is copied whole by finalize()
+        record = {"manifest": {"image": item.rel, "source": item.rel, "split": item.split, "variant": 0,
+                               "copied": True}}
         if not w.has("copy"):
             w.write_part("copy", {rel: Path(src) for rel, src in files.items()}, record)
         w.finish({"copied": len(files)})
@@ -478,6 +510,9 @@ class Worker:
         record = pipe.record(base)
         record.pop("config", None)  # the manifest and run config hold it; keep each image's chunk small
         src = np.asarray(prep.image)
+        labels_ = getattr(item, "labels", None)
+        mask_from = ("labels" if labels_ is not None and labels_.has_masks() else
+                     "segmenter within boxes" if labels_ is not None and labels_.boxes() else "segmenter")
         names = {stage: b.get("name") for stage, b in base.backends.items() if not b.get("skipped")}
         for v in self._variants(task, prep, missing):
             labels = pipe.labels(base, v)
@@ -490,7 +525,7 @@ class Worker:
                                 source_type=labels["composite"])
             files = {rel: data, **ds.label_files(item, rel)}
             man = {"image": rel, "source": item.rel, "split": item.split, "variant": v.index, "seed": v.seed,
-                   "backends": names, "label_check": lcheck, "sha256": sha256_bytes(data)}
+                   "backends": names, "mask": mask_from, "label_check": lcheck, "sha256": sha256_bytes(data)}
             if pipe.uses_prompt:
                 man["prompt"] = {"positive": prep.prompt.positive, "negative": prep.prompt.negative}
             bg = prep.notes.get(f"pool.file.seed{v.seed}")
@@ -574,16 +609,6 @@ def _out_format(src_ext: str, wanted: str) -> tuple[str, str]:
     if src_ext in _JPEG:
         return src_ext, "JPEG"
     return ".png", "PNG"  # PNG for PNG and for formats we do not write (tif, webp, bmp)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            from PIL import ImageOps
-
-            return ImageOps.exif_transpose(im).size if im.getexif().get(0x0112, 1) not in (1, None) else im.size
-    except Exception:  # noqa: BLE001 - a copy does not need to decode the image
-        return (0, 0)
 
 
 def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Image.Image) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class PoolGenerator:
 
     name = "pool"
     generative = False
+    uses_prompt = False  # the pipeline skips caption and refine for it
 
     def __init__(self, config: GenerateConfig):
         self.config = config

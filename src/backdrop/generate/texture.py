@@ -55,6 +55,7 @@ class TextureGenerator:
 
     name = "texture"
     generative = False
+    uses_prompt = False  # the pipeline skips caption and refine for it
 
     def __init__(self, config: GenerateConfig):
         self.config = config
