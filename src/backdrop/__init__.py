@@ -19,6 +19,7 @@ from .config import (
     RefineConfig,
     SegmentConfig,
 )
+from .engine import augment
 from .errors import BackdropError
 from .pipeline import Pipeline
 from .types import Prompt, Result, Variant
@@ -37,4 +38,5 @@ __all__ = [
     "SegmentConfig",
     "Variant",
     "__version__",
+    "augment",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -148,40 +147,10 @@ def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: 
 
 def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
     """Plan, load, run and report a job; exits with the summary's code."""
-    from .engine.work import Worker
-
     def start():
-        # what can fail without touching the output comes first: the source (surveyed once), the
-        # backends, the models (a missing model fails once, before any output folder exists);
-        # then the output is opened (checked writable) and the tasks are streamed
-        dataset = job.open_dataset() if job.kind == "dataset" else None
-        survey = job.survey(dataset)
-        for note in survey["notes"]:
-            log.warning(note)
-        if job.kind == "dataset":
-            log.warning("%s: %s data set: %d image(s) to augment (splits %s), %d to copy unchanged",
-                        job.inputs[0], dataset.format, survey["augment"],
-                        ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
-        pipe = None
-        if engine == "local" and survey["augment"]:
-            from .pipeline import Pipeline
+        from .engine.work import start as start_job
 
-            skip = {} if survey["segment"] else {"segment": "every labelled image carries its masks"}
-            pipe = Pipeline.from_config(job.config, skip=skip).load()
-        plan = job.plan(dataset=dataset)
-        plan.survey = survey
-        try:
-            worker = None
-            if pipe is not None:
-                pipe.config = replace(pipe.config, seed=plan.job.base_seed)
-                worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
-            n = survey["augment"] * plan.job.config.variants
-            if n >= 1000:
-                log.warning("%d image(s) to make; rerun the same command to resume at any point", n)
-            return plan, worker
-        except BaseException:
-            plan.close()
-            raise
+        return start_job(job, load=engine == "local")
 
     plan, worker = guarded(debug, start)
 

@@ -26,7 +26,10 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
               plan: Plan | None = None, worker: Worker | None = None) -> Summary:
     """Run ``job`` here; returns the summary (the manifest and index files are written at the end,
     also when some tasks failed; a disk error stops the loop and is raised after them)."""
-    plan = plan or job.plan()
+    if plan is None:
+        from .work import start
+
+        plan, worker = start(job)
     job = plan.job
     summary = Summary()
     total = plan.total()

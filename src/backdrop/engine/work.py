@@ -224,11 +224,42 @@ class Job:
                 if dataset is not None:
                     formats = (part["record"]["format"] for state in out.records()
                                for part in state["parts"].values() if "format" in part["record"])
-                    written += dataset.finalize(out.root, formats, copied=self.copied_splits(dataset))
+                    written += dataset.finalize(out.root.resolve(), formats, copied=self.copied_splits(dataset))
             return written
         finally:
             if own:
                 out.close()
+
+
+def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
+    """Everything before the first image, in the order that wastes least: the source (surveyed
+    once), the backends and models (a missing model fails once, before any output folder
+    exists), then the output (opened, checked writable, base seed fixed). Returns the plan and,
+    with ``load``, a worker holding the loaded pipeline (None when nothing is to be augmented)."""
+    dataset = job.open_dataset() if job.kind == "dataset" else None
+    survey = job.survey(dataset)
+    for note in survey["notes"]:
+        log.warning(note)
+    if dataset is not None:
+        log.warning("%s: %s data set: %d image(s) to augment (splits %s), %d to copy unchanged",
+                    job.inputs[0], dataset.format, survey["augment"],
+                    ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
+    pipe = None
+    if load and survey["augment"]:
+        from ..pipeline import Pipeline
+
+        skip = {} if survey["segment"] else {"segment": "every labelled image carries its masks"}
+        pipe = Pipeline.from_config(job.config, skip=skip).load()
+    plan = job.plan(dataset=dataset)
+    plan.survey = survey
+    worker = None
+    if pipe is not None:
+        pipe.config = replace(pipe.config, seed=plan.job.base_seed)
+        worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
+    n = survey["augment"] * job.config.variants
+    if n >= 1000:
+        log.warning("%d image(s) to make; rerun the same command to resume at any point", n)
+    return plan, worker
 
 
 def _strip(d: Any) -> Any:

@@ -1,6 +1,7 @@
 """Weight-free generator: backgrounds drawn from a folder of images you give.
 
-Each call picks one image by seed, crops a random window of the target's aspect ratio at a random
+Each call picks one image by seed (in a data set run: by the request's slot, so the pictures are
+spread over the set), crops a random window of the target's aspect ratio at a random
 scale, flips it horizontally half the time, resizes it to the target size and (with
 ``variation`` > 0) jitters its colour and brightness. The same seed gives the same pixels.
 
@@ -71,7 +72,15 @@ class PoolGenerator:
     def __call__(self, request: GenerateRequest) -> Image.Image:
         size = request.image.size
         rng = np.random.default_rng(request.seed)
-        for index in rng.permutation(len(self.files)):
+        order = rng.permutation(len(self.files))
+        if request.slot is not None:
+            # a data set run numbers its (image, variant) pairs: slot s takes picture s of a fixed
+            # shuffle of the pool (a new shuffle each time round), so no picture is used again
+            # while unused ones remain
+            cycle, pos = divmod(int(request.slot), len(self.files))
+            first = np.random.default_rng([0x706F6F6C, cycle]).permutation(len(self.files))[pos]
+            order = np.concatenate([[first], order[order != first]])
+        for index in order:
             path = self.files[index]
             picture = self._load(path, size)
             if picture is None:
