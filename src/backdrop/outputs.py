@@ -381,11 +381,9 @@ class ItemWriter:
                 raise OutputExistsError(
                     f"{self.key}: the output holds a {what} result made with other settings "
                     f"({_describe_info(state.info)}); pass --overwrite to replace it, or choose another output folder")
-            self._remove(state)
-            state = ItemState()
+            state = ItemState(dirs=self._remove(state))
         elif state.key and overwrite and state.complete:
-            self._remove(state)
-            state = ItemState()
+            state = ItemState(dirs=self._remove(state))
         elif state.pending:
             # files linked by a run that died before recording them: ours, and incomplete
             for rels in state.pending.values():
@@ -396,7 +394,7 @@ class ItemWriter:
         self.state = state
         self.resumed = len(state.parts)
         if not state.key:
-            self._rewrite_journal()
+            self._rewrite_journal()  # (with the folders it made that still hold someone's files)
 
     @property
     def complete(self) -> bool:
@@ -481,17 +479,24 @@ class ItemWriter:
         self._append({"complete": summary or {}})
         self.state.complete = summary or {}
 
-    def _remove(self, state: ItemState) -> None:
-        """Remove what ``state`` says this item wrote (and nothing else)."""
+    def _remove(self, state: ItemState) -> list[str]:
+        """Remove what ``state`` says this item wrote (and nothing else). Returns the folders it
+        made that stay because they hold other files: they are still this item's to write into."""
         for rel in state.files():
             path = self.out.root / rel
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        kept = []
         for rel in sorted(state.dirs, key=len, reverse=True):
-            with contextlib.suppress(OSError):
+            try:
                 (self.out.root / rel).rmdir()  # only when empty: the user's files stay
+            except FileNotFoundError:
+                pass
+            except OSError:
+                kept.append(rel)
         with contextlib.suppress(FileNotFoundError):
             self.journal.unlink()
+        return kept
 
 
 def _describe_info(info: dict[str, Any]) -> str:

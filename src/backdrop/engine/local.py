@@ -34,6 +34,8 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     summary = Summary()
     total = plan.total()
     worker = worker or Worker(job, out=plan.out, dataset=plan.dataset)
+    if total:
+        worker.on_variant = _Estimate(plan.survey["augment"] * job.config.variants) if plan.survey else None
     t0 = time.perf_counter()
     stopped: OutputError | None = None
     try:
@@ -108,6 +110,23 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+class _Estimate:
+    """One line after the first variant of a large run: how long the whole run will take."""
+
+    LARGE = 50  # images to make, at least, for the line to be worth printing
+
+    def __init__(self, images: int):
+        self.images = images
+        self.said = images < self.LARGE
+
+    def __call__(self, task, k: int, seconds: float) -> None:
+        if not self.said:
+            self.said = True
+            log.warning("estimate: %.1f s for the first image; %d image(s) to make: about %s "
+                        "(variants are written as they are made; rerun to resume)",
+                        seconds, self.images, _hms(seconds * self.images))
 
 
 def _hms(seconds: float) -> str:

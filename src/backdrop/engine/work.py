@@ -256,9 +256,6 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
     if pipe is not None:
         pipe.config = replace(pipe.config, seed=plan.job.base_seed)
         worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
-    n = survey["augment"] * job.config.variants
-    if n >= 1000:
-        log.warning("%d image(s) to make; rerun the same command to resume at any point", n)
     return plan, worker
 
 
@@ -355,6 +352,7 @@ class Worker:
         self._out = out
         self._dataset = dataset
         self.fingerprint = job.fingerprint()
+        self.on_variant: Any = None  # called as on_variant(task, k, seconds since the task began)
 
     @property
     def pipe(self) -> Any:
@@ -510,9 +508,12 @@ class Worker:
 
         seeds = [variant_seed(task.seed, k) for k in missing]
         slots = None if task.slot is None else [task.slot + k - 1 for k in missing]
+        t0 = time.perf_counter()
         for v in self.pipe.variants(prep, seeds, slots=slots):
             k = missing[v.index - 1]
-            yield replace(v, index=k)
+            yield replace(v, index=k)  # the caller writes it before asking for the next one
+            if self.on_variant is not None:
+                self.on_variant(task, k, time.perf_counter() - t0)
 
     def _write_dataset(self, task: Task, w: Any, prep: Any, missing: list[int], check: dict | None) -> int:
         """Variant images (same format as the source by default) and their label files."""
