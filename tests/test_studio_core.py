@@ -62,6 +62,25 @@ def test_save_generated_writes_both_formats_atomically(tmp_path):
     assert "256x256" in a.info["watermark"]  # too small for the invisible mark: said, not failed
 
 
+def test_save_generated_never_replaces_a_file(tmp_path):
+    """Another session (or the user) writing the same name at the same moment: both kept."""
+    import datetime as dt
+    from concurrent.futures import ThreadPoolExecutor
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    stem = f"{core.timestamp(when)}_7_txt2img-1"
+    (tmp_path / f"{stem}.jpg").write_bytes(b"the user's own file")  # only the JPEG name is taken
+    img = Image.new("RGB", (32, 32), (1, 2, 3))
+    kw = dict(seed=7, kind="txt2img-1", model="m", parameters="p", record={}, source_type="trainedAlgorithmicMedia",
+              when=when)
+    with ThreadPoolExecutor(4) as pool:
+        saved = list(pool.map(lambda _: core.save_generated(img, tmp_path, **kw), range(8)))
+    assert (tmp_path / f"{stem}.jpg").read_bytes() == b"the user's own file"
+    assert not (tmp_path / f"{stem}.png").exists()  # a pair moves on together
+    assert len({s.png_path for s in saved}) == 8 and all(s.png_path.stem == s.jpeg_path.stem for s in saved)
+    assert len(list(tmp_path.glob("*.png"))) == 8 and not list(tmp_path.glob(".*"))
+
+
 def test_zip_holds_every_image_once(tmp_path):
     img = Image.new("RGB", (16, 16))
     kw = dict(seed=1, kind="composite-1", model="m", parameters="p", record={}, source_type="compositeSynthetic",

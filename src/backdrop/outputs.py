@@ -504,5 +504,25 @@ def _describe_info(info: dict[str, Any]) -> str:
     return ", ".join(bits) or "unknown settings"
 
 
+def write_new(path: str | Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` only if no file of that name exists (a temporary file linked
+    into place: never a replace, never a partial file). False when the name is taken."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bdtmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise io_error(exc, path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -26,7 +26,6 @@ from PIL import Image
 
 from ..config import GenerateConfig
 from ..errors import BackdropError
-from ..images import atomic_write_bytes
 from ..metadata import encode_image
 
 log = logging.getLogger(__name__)
@@ -217,13 +216,19 @@ class Saved:
         return f"{self.download_stem}.jpg"
 
 
-def _free_stem(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem-2``, ``stem-3`` ... when a file of that name exists already."""
+def _write_pair(folder: Path, stem: str, png: bytes, jpeg: bytes) -> str:
+    """Write ``<stem>.png`` and ``.jpg`` under the first free name (``stem``, ``stem-2``, ...),
+    never replacing a file: another studio session or the user may write there too."""
+    from ..outputs import write_new
+
     candidate, n = stem, 1
-    while (folder / f"{candidate}.png").exists() or (folder / f"{candidate}.jpg").exists():
+    while True:
+        if write_new(folder / f"{candidate}.png", png):
+            if write_new(folder / f"{candidate}.jpg", jpeg):
+                return candidate
+            (folder / f"{candidate}.png").unlink()  # ours, just written: the pair moves on together
         n += 1
         candidate = f"{stem}-{n}"
-    return candidate
 
 
 def save_generated(
@@ -273,10 +278,8 @@ def save_generated(
     png = encode_image(image, "PNG", **kw)
     # full chroma when marked: Pillow's default 4:2:0 subsampling erases the DWT-DCT watermark
     jpeg = encode_image(image, "JPEG", subsampling=0 if marked else None, **kw)
-    stem = _free_stem(folder, f"{timestamp(when)}_{int(seed)}_{safe_name(kind, 'image')}")
+    stem = _write_pair(folder, f"{timestamp(when)}_{int(seed)}_{safe_name(kind, 'image')}", png, jpeg)
     png_path, jpeg_path = folder / f"{stem}.png", folder / f"{stem}.jpg"
-    atomic_write_bytes(png_path, png)
-    atomic_write_bytes(jpeg_path, jpeg)
     log.info("saved %s and %s", png_path, jpeg_path)
     return Saved(image=image, seed=int(seed), label=label or kind, png=png, jpeg=jpeg, png_path=png_path,
                  jpeg_path=jpeg_path, download_stem=safe_name(download_stem or stem), watermarked=marked,
