@@ -111,6 +111,12 @@ def manifest(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def yolo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("yolo")
+    with pytest.MonkeyPatch.context() as mp:  # module scope: its own empty model store
+        mp.setenv("BACKDROP_HOME", str(work / "home"))
+        return _yolo_run(work)
+
+
+def _yolo_run(work):
     src = work / "src"
     truth = make_yolo(src, extra=[(140, 105, 8)])  # an unlabelled green square, outside every box
     out = work / "out"

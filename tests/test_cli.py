@@ -555,3 +555,21 @@ def test_missing_model_fails_once_for_the_whole_batch(tmp_path):
     assert result.returncode == 4, result.stderr
     assert_one_error_line(result.stderr, "no-such-model")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_stages_nobody_reads_are_not_built_or_loaded(tmp_path):
+    """texture reads no prompt: a refiner whose model is missing is never built, so the run works,
+    and nothing about caption or refine is recorded as if it had made the image."""
+    image = bad.scene(tmp_path, "img.png")
+    out = tmp_path / "out"
+    result = invoke("run", image, "-o", out, *OFFLINE, "--refiner", "llama-cpp", "--llm-model",
+                    tmp_path / "missing.gguf", "--captioner", "git", "--caption-model", tmp_path / "no-git", "-q")
+    assert result.exit_code == 0, stderr_of(result)
+    rec = json.loads((out / "img" / "run.json").read_text())
+    assert rec["backends"]["caption"]["skipped"] and rec["backends"]["refine"]["skipped"]
+    assert rec["prompt"] == {"positive": "", "negative": ""} and rec["caption"] == ""
+    assert "caption" not in rec["timings"] and "refine" not in rec["timings"]
+    # the same refiner with a generator that reads the prompt: now it is built, and its absence is an error
+    failed = invoke("run", image, "-o", tmp_path / "o2", *OFFLINE[:2], "--generator", "sd-txt2img", "--sd-model",
+                    tmp_path / "no-sd", "--refiner", "llama-cpp", "--llm-model", tmp_path / "missing.gguf", "-q")
+    assert failed.exit_code != 0 and "missing.gguf" in stderr_of(failed)

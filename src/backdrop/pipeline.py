@@ -173,6 +173,12 @@ class Pipeline:
         return out
 
     @property
+    def needs_background(self) -> bool:
+        """Whether a stage reads the clean background: the captioner, or a generator that
+        samples or repaints it (random and pool make backgrounds of their own)."""
+        return bool(getattr(self.generator, "uses_background", True)) or "caption" not in self.skipped
+
+    @property
     def uses_prompt(self) -> bool:
         """Whether the generator reads the prompt (texture, pool and random do not)."""
         return bool(getattr(self.generator, "uses_prompt", True))
@@ -211,13 +217,15 @@ class Pipeline:
         *,
         mask: Optional[Image.Image] = None,
         region: Optional[Image.Image] = None,
+        background: bool = True,
         on_progress: Optional[StageProgress] = None,
     ) -> "Prepared":
         """Steps 1-4 for one image: mask, clean background, caption, prompt.
 
         ``mask`` (mode L, 255 = keep) replaces the segmenter: a data set's labelled masks are the
         foreground. ``region`` (mode L) limits the segmenter's mask to it: a data set's grown
-        boxes, so unlabelled things outside every box become background."""
+        boxes, so unlabelled things outside every box become background. ``background=False``:
+        no clean background is made unless a stage reads it (the generator or the captioner)."""
         cfg = self.config
         loaded = _as_loaded(image, cfg.max_pixels)
         img = loaded.image
@@ -233,8 +241,9 @@ class Pipeline:
                 if region is not None:
                     inside = np.asarray(_binary_mask(region, img.size)) > 0
                     prep.mask = Image.fromarray(np.where(inside, np.asarray(prep.mask), 0).astype(np.uint8), "L")
-            # 2. inpaint: the clean background (the object's hole filled)
-            prep.background = prep.timed("inpaint", lambda: self.inpainter(img, prep.mask))
+            # 2. inpaint: the clean background (the object's hole filled), when someone reads it
+            if background or self.needs_background:
+                prep.background = prep.timed("inpaint", lambda: self.inpainter(img, prep.mask))
             prep.known = _known_background(prep.mask, cfg.inpaint.dilate)
             # 3-4. caption and refine, unless the prompt is fixed or the generator ignores it
             if not self.uses_prompt:  # no prompt is recorded as if it had made the image

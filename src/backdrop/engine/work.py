@@ -198,7 +198,17 @@ class Job:
     def fingerprint(self) -> str:
         from ..pipeline import resolve_auto
 
-        cfg = _strip(resolve_auto(self.config)[0].to_dict())  # "auto" as it resolves here
+        from ..generate import GENERATORS
+        from ..pipeline import skipped_stages
+
+        try:
+            gen = GENERATORS.load(self.config.generate.backend)
+        except Exception:  # noqa: BLE001 - an unknown name fails later, with its own message
+            gen = None
+        skip = skipped_stages(self.config, gen)
+        cfg = _strip(resolve_auto(self.config, skip=skip)[0].to_dict())  # "auto" as it resolves here
+        for stage in skip:  # a stage that does not run cannot change the output
+            cfg.pop(stage, None)
         opts = {k: getattr(self, k) for k in ("kind", "format", "image_format", "quality", "include_originals",
                                               "save_masks", "box_grow", "box_min_cover", "box_fallback")}
         return fingerprint({"config": cfg, "opts": opts, "seed": self.base_seed})
@@ -436,7 +446,8 @@ class Worker:
                      f" ({n - len(missing)} of {n} done by an earlier run)" if len(missing) < n else "")
             loaded = load_image(task.path, max_pixels=job.config.max_pixels)
             mask, region, boxes = self._label_masks(item, loaded.image.size)
-            prep = self.pipe.prepare(loaded, mask=mask, region=region, on_progress=on_progress)
+            prep = self.pipe.prepare(loaded, mask=mask, region=region, on_progress=on_progress,
+                                     background=job.kind == "run" or job.save_masks)
             check = None
             if boxes:
                 prep, check = self._box_check(prep, boxes, item)
@@ -498,7 +509,8 @@ class Worker:
             from ..pipeline import _known_background
 
             prep.mask = new_mask
-            prep.background = prep.timed("inpaint", lambda: self.pipe.inpainter(prep.image, new_mask))
+            if prep.background is not None:
+                prep.background = prep.timed("inpaint", lambda: self.pipe.inpainter(prep.image, new_mask))
             prep.known = _known_background(new_mask, self.job.config.inpaint.dilate)
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
         return prep, {"box_cover": covers, "box_fallback": fallback}

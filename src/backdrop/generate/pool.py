@@ -43,6 +43,7 @@ class PoolGenerator:
     name = "pool"
     generative = False
     uses_prompt = False  # the pipeline skips caption and refine for it
+    uses_background = False  # nor does it read the clean background: no inpainting needed
 
     def __init__(self, config: GenerateConfig):
         self.config = config
