@@ -129,14 +129,14 @@ def test_run_json_is_complete(runs):
     rec = json.loads((runs[0] / "out1" / "sample" / "run.json").read_text())
     assert rec["config"]["variants"] == 2 and rec["config"]["seed"] == 5
     assert rec["config"]["generate"]["backend"] == "texture"
-    assert {s: rec["backends"][s]["name"] for s in ("segment", "inpaint", "caption", "refine", "generate")} == {
-        "segment": "classical", "inpaint": "telea", "caption": "describe", "refine": "template",
-        "generate": "texture"}
-    assert isinstance(rec["caption"], str) and rec["caption"]
-    assert rec["caption"] in rec["prompt"]["positive"]
-    assert rec["prompt"]["negative"]
+    assert {s: rec["backends"][s]["name"] for s in ("segment", "inpaint", "generate")} == {
+        "segment": "classical", "inpaint": "telea", "generate": "texture"}
+    # texture reads no prompt: caption and refine did not run, and no prompt is recorded
+    assert "does not read a prompt" in rec["backends"]["caption"]["skipped"]
+    assert "does not read a prompt" in rec["backends"]["refine"]["skipped"]
+    assert rec["caption"] == "" and rec["prompt"] == {"positive": "", "negative": ""}
     assert [(v["index"], v["seed"]) for v in rec["variants"]] == [(1, S), (2, S + 1)]
-    assert {"segment", "inpaint", "caption", "refine", "generate", "composite"} <= set(rec["timings"])
+    assert {"segment", "inpaint", "generate", "composite"} <= set(rec["timings"])
     assert all(isinstance(t, float) and t >= 0 for t in rec["timings"].values())
     assert rec["versions"]["backdrop"] == rec["backdrop_version"]
     assert {"python", "numpy", "pillow"} <= set(rec["versions"])
@@ -175,8 +175,6 @@ def test_inspect_prints_it_back(runs):
     result = invoke("inspect", comp)
     assert result.exit_code == 0, stderr_of(result)
     out = result.stdout
-    assert rec["prompt"]["positive"] in out
-    assert "Negative prompt: " + rec["prompt"]["negative"] in out
     assert f"Seed: {S + 1}" in out and "compositeSynthetic" in out and '"backdrop_version"' in out
     as_json = json.loads(invoke("inspect", comp, "--json").stdout)
     assert as_json["backdrop"]["variant"] == {"index": 2, "seed": S + 1}
@@ -440,11 +438,18 @@ def test_public_api_with_instance_injection(tmp_path):
     assert read_metadata(saved / "composite_1.png")["parsed"]["fields"]["Model"] == "flat-colour"
 
 
+class PromptedSolidGenerator(SolidGenerator):
+    name = "prompted-solid"
+    uses_prompt = True
+
+
 def test_fixed_prompt_skips_caption_and_refine(tmp_path):
-    image = bad.scene(tmp_path)
-    result = invoke("run", image, "-o", tmp_path / "out", *OFFLINE, "-n", "1", "--seed", "1",
-                    "--prompt", "a clean lab bench, soft light", "--negative", "people", "-q")
-    assert result.exit_code == 0, stderr_of(result)
+    from backdrop import Pipeline, PipelineConfig
+    from backdrop.config import preset
+
+    cfg = preset("offline", PipelineConfig(variants=1, seed=1, prompt="a clean lab bench, soft light",
+                                           negative="people"))
+    Pipeline.from_config(cfg, generator=PromptedSolidGenerator()).process(bad.scene(tmp_path), tmp_path / "out")
     rec = json.loads((tmp_path / "out" / "scene" / "run.json").read_text())
     assert rec["prompt"] == {"positive": "a clean lab bench, soft light", "negative": "people"}
     assert rec["caption"] == ""
@@ -453,6 +458,11 @@ def test_fixed_prompt_skips_caption_and_refine(tmp_path):
     assert "caption" not in rec["timings"] and "refine" not in rec["timings"]
     meta = Image.open(tmp_path / "out" / "scene" / "composite_1.png").text["parameters"]
     assert meta.startswith("a clean lab bench, soft light\nNegative prompt: people\n")
+    # with a generator that reads no prompt, a fixed prompt made nothing: it is not recorded as if it had
+    result = invoke("run", bad.scene(tmp_path), "-o", tmp_path / "o2", *OFFLINE, "-n", "1", "--prompt", "a bench", "-q")
+    assert result.exit_code == 0, stderr_of(result)
+    rec = json.loads((tmp_path / "o2" / "scene" / "run.json").read_text())
+    assert rec["prompt"]["positive"] == "" and "does not read a prompt" in rec["backends"]["refine"]["skipped"]
 
 
 def test_rerun_over_the_same_folder_ignores_its_outputs(tmp_path):

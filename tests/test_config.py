@@ -196,7 +196,10 @@ def test_cli_uses_config_file_and_flags_override_it(tmp_path):
     assert rec["config"]["variants"] == 2 and rec["config"]["seed"] == 11
     assert rec["config"]["refine"]["style"] == "microscopy"
     assert rec["config"]["generate"]["patch"] == 32 and rec["config"]["composite"]["feather"] == 0
-    assert [v["seed"] for v in rec["variants"]] == [11, 12]
+    from backdrop.pipeline import item_seed
+
+    s = item_seed(11, "scene.png")
+    assert [v["seed"] for v in rec["variants"]] == [s, s + 1]
     assert (tmp_path / "out" / "scene" / "composite_2.png").is_file()
 
     # a flag beats the file; the file's other settings stay
@@ -287,6 +290,7 @@ def test_cli_preset_flag_and_unknown_preset(tmp_path):
     result = invoke("run", image, "-o", tmp_path / "out", "--preset", "offline", "-n", "1", "--seed", "1", "-q")
     assert result.exit_code == 0, result.stderr
     rec = json.loads((tmp_path / "out" / "scene" / "run.json").read_text())
-    assert rec["backends"]["segment"]["name"] == "classical" and rec["backends"]["refine"]["name"] == "template"
+    assert rec["backends"]["segment"]["name"] == "classical" and rec["backends"]["generate"]["name"] == "texture"
+    assert rec["backends"]["refine"]["skipped"]  # texture reads no prompt: the refiner is not even built
     result = invoke("run", image, "-o", tmp_path / "o2", "--preset", "fast")
     assert result.exit_code == 2 and "default, offline, seed" in result.stderr

@@ -360,7 +360,10 @@ def test_cli_runs_sd_inpaint_and_git_from_local_folders(tmp_path, tiny_sd_inpain
     assert run["backends"]["generate"]["name"] == "sd-inpaint"
     assert run["backends"]["generate"]["model"] == str(tiny_sd_inpaint)
     assert run["backends"]["caption"]["name"] == "git" and isinstance(run["caption"], str)
-    assert [v["seed"] for v in run["variants"]] == [5, 6]
+    from backdrop.pipeline import item_seed
+
+    s = item_seed(5, "thing.png")  # the image's own seed, from the base seed and its name
+    assert [v["seed"] for v in run["variants"]] == [s, s + 1]
 
     image = np.asarray(Image.open(src).convert("RGB"))
     mask = np.asarray(Image.open(out / "thing" / "mask.png")) == 255
@@ -374,7 +377,7 @@ def test_cli_runs_sd_inpaint_and_git_from_local_folders(tmp_path, tiny_sd_inpain
     meta = read_metadata(out / "thing" / "composite_1.png")
     assert meta["digital_source_type"] == "compositeWithTrainedAlgorithmicMedia"
     fields = meta["parsed"]["fields"]
-    assert fields["Steps"] == "2" and fields["Seed"] == "5" and fields["Model"] == str(tiny_sd_inpaint)
+    assert fields["Steps"] == "2" and fields["Seed"] == str(s) and fields["Model"] == str(tiny_sd_inpaint)
     assert fields["Size"] == "96x64"  # the generation size: the input's aspect, short side 64
 
     again = CliRunner().invoke(app, [*args[:3], str(tmp_path / "again"), *args[4:]])

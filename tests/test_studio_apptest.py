@@ -245,7 +245,7 @@ def test_new_background_weight_free(out_dir):
     for s in saved:
         kind = s.kind.split("-")[0]
         meta, _ = check_pair(s.png_path, source_type="compositeSynthetic" if kind == "composite" else "algorithmicMedia",
-                             seed=s.seed, prompt=edited)
+                             seed=s.seed, prompt="")  # texture reads no prompt: none is recorded as if it had
         rec = meta["backdrop"]
         assert rec["mode"] == "new-background" and rec["caption"] == analysis.caption
         assert rec["refined_prompt"]["positive"] == refined and rec["prompt_edited"] is True

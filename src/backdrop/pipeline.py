@@ -87,6 +87,7 @@ class Pipeline:
         generator: Any,
         notices: list[str] | None = None,
         skip: dict[str, str] | None = None,
+        all_stages: bool = False,
     ):
         self.config = config
         self.segmenter = segmenter
@@ -95,7 +96,7 @@ class Pipeline:
         self.refiner = refiner
         self.generator = generator
         self.notices = list(notices or [])
-        self.skipped = {**skipped_stages(config, generator), **(skip or {})}
+        self.skipped = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -109,16 +110,19 @@ class Pipeline:
         refiner: Any = None,
         generator: Any = None,
         skip: dict[str, str] | None = None,
+        all_stages: bool = False,
     ) -> "Pipeline":
         """Build every stage from ``config``; a ready backend instance passed here is used as is.
 
         ``skip`` names stages this run will not use, with the reason (a data set whose labels
-        give every mask needs no segmenter): they are neither built nor loaded."""
+        give every mask needs no segmenter): they are neither built nor loaded. Caption and refine
+        are skipped too when the generator reads no prompt, unless ``all_stages`` (the studio shows
+        the caption and prompt whatever the generator)."""
         config = config or PipelineConfig()
         if generator is None:
             GENERATORS.check_name(config.generate.backend)
             generator = GENERATORS.create(config.generate.backend, config.generate)
-        skip = {**skipped_stages(config, generator), **(skip or {})}
+        skip = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
         config, notices = resolve_auto(config, skip=skip)
         for stage, registry, given in (
             ("segment", SEGMENTERS, segmenter),
@@ -127,8 +131,12 @@ class Pipeline:
             ("refine", REFINERS, refiner),
             ("generate", GENERATORS, generator),
         ):
-            if given is None and stage not in skip:
-                registry.check_name(getattr(config, stage).backend)
+            if given is None and getattr(config, stage).backend != "auto":
+                registry.check_name(getattr(config, stage).backend)  # a typo is an error, used or not
+        if "refine" in skip and refiner is None:
+            from .styles import get_style
+
+            get_style(config.refine.style, config.refine.styles_file)  # likewise a style that does not exist
         for note in notices:
             log.warning(note)
         return cls(
@@ -144,6 +152,7 @@ class Pipeline:
             generator=generator,
             notices=notices,
             skip=skip,
+            all_stages=all_stages,
         )
 
     def load(self) -> "Pipeline":

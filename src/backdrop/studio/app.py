@@ -111,7 +111,7 @@ def load_stages(config_json: str):
     """The background pipeline's backends, built once per process for one stage configuration."""
     from backdrop.pipeline import Pipeline
 
-    return Pipeline.from_config(PipelineConfig.from_dict(json.loads(config_json)))
+    return Pipeline.from_config(PipelineConfig.from_dict(json.loads(config_json)), all_stages=True)
 
 
 # -- sidebar ---------------------------------------------------------------------------------------
