@@ -282,3 +282,10 @@ def test_run_takes_an_image_with_a_ztxt_bomb(tmp_path, bomb_png):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "bomb" / "run.json").read_text())
     assert any("zTXt chunk 'Comment' left out" in n for n in record["input"]["notes"])
+
+
+def test_png_signature_with_nothing_after_is_an_error(tmp_path):
+    path = tmp_path / "sig.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    code, _, err = inspect(path)
+    assert code == 1 and "not a readable PNG/JPEG" in err

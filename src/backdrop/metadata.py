@@ -399,7 +399,11 @@ def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text
     Reads chunk by chunk from ``fh``, seeking past image data, so memory stays at about
     ``max_total`` whatever the file holds. A damaged chunk list ends the walk with a note.
     """
-    size = (0, 0)
+    head = fh.read(16)  # the first chunk's length and type, then width and height
+    if len(head) < 16 or head[4:8] != b"IHDR":
+        raise ValueError("not a PNG: no IHDR chunk after the signature")
+    size = struct.unpack(">II", head[8:16])
+    fh.seek(8)
     found: list[_Text] = []
     notes: list[str] = []
     budget = max_total
@@ -413,11 +417,7 @@ def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text
             notes.append(f"a chunk claims {length:,} bytes (more than PNG allows); the rest of the file is not read")
             break
         start = fh.tell()
-        if ctype == b"IHDR" and length >= 8:
-            dims = fh.read(8)
-            if len(dims) == 8:
-                size = struct.unpack(">II", dims)
-        elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+        if ctype in (b"tEXt", b"zTXt", b"iTXt"):
             kind = ctype.decode("ascii")
             if budget <= 0:
                 notes.append(f"a {kind} chunk of {length:,} bytes left out: over {max_total:,} bytes of text in all")
