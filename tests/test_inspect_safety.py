@@ -289,3 +289,15 @@ def test_png_signature_with_nothing_after_is_an_error(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
     code, _, err = inspect(path)
     assert code == 1 and "not a readable PNG/JPEG" in err
+
+
+def test_many_bombs_cost_one_bomb_of_time(tmp_path, bomb_zlib):
+    """Past what is shown, decompressed text is only counted, and that for 1 GiB per file in all."""
+    path = tmp_path / "bombs.png"
+    path.write_bytes(png_with([chunk(b"zTXt", f"C{i}".encode() + b"\0\0" + bomb_zlib) for i in range(6)]))
+    meta = read_metadata(path, max_text=100)
+    assert len(meta["text"]) == 6 and all(len(v) == 100 for v in meta["text"].values())
+    sizes = [n for n in meta["notes"] if "bytes decompressed" in n]
+    assert len(sizes) == 6
+    assert sum(f"{BOMB_SIZE:,} bytes decompressed" in n for n in sizes) == 2  # 2 x 500 MB counted
+    assert sum("more than" in n for n in sizes) == 4

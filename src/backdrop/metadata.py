@@ -292,7 +292,7 @@ def _read_png(fh: Any, max_text: int, max_total: int) -> dict[str, Any]:
     for chunk in chunks:
         if chunk.note:
             notes.append(chunk.note)
-        if chunk.key in info:  # the same keyword twice: keep both, as Pillow would keep the last
+        if chunk.key in info:  # the same keyword twice: both are shown (Pillow kept the last only)
             n = 2
             while f"{chunk.key} ({n})" in info:
                 n += 1
@@ -380,7 +380,7 @@ def _finish(out: dict[str, Any], xmp: str | None, notes: list[str]) -> None:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_TEXT = 16 * 2**20  # read_metadata keeps at most this much of one text field (decompressed)
 MAX_TEXT_TOTAL = 64 * 2**20  # ... and of all text fields together
-_COUNT_LIMIT = 1 << 30  # beyond what is kept, decompressed bytes are counted (not kept) up to this
+_COUNT_LIMIT = 1 << 30  # past what is kept, decompressed bytes are counted (not kept): this many per file
 _BLOCK = 1 << 16
 
 
@@ -407,6 +407,7 @@ def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text
     found: list[_Text] = []
     notes: list[str] = []
     budget = max_total
+    counting = [_COUNT_LIMIT]  # shared by the file's chunks: many bombs cost one bomb's time
     while True:
         head = fh.read(8)
         if len(head) < 8:
@@ -422,7 +423,7 @@ def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text
             if budget <= 0:
                 notes.append(f"a {kind} chunk of {length:,} bytes left out: over {max_total:,} bytes of text in all")
             else:
-                chunk = _read_text_chunk(fh, kind, length, min(max_text, budget))
+                chunk = _read_text_chunk(fh, kind, length, min(max_text, budget), counting)
                 if chunk is not None:
                     found.append(chunk)
                     budget -= len(chunk.text)
@@ -432,7 +433,7 @@ def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text
     return found, size, notes
 
 
-def _read_text_chunk(fh: Any, kind: str, length: int, cap: int) -> _Text | None:
+def _read_text_chunk(fh: Any, kind: str, length: int, cap: int, counting: list[int]) -> _Text | None:
     # keyword, NUL, then: tEXt the text; zTXt a method byte and zlib data; iTXt flag, method,
     # language NUL, translated keyword NUL, then the (possibly zlib) UTF-8 text
     head = fh.read(min(length, 80 + (2 if kind != "tEXt" else 0)))
@@ -467,12 +468,12 @@ def _read_text_chunk(fh: Any, kind: str, length: int, cap: int) -> _Text | None:
         note = (f"text field {key!r} ({kind}): {len(body) + remaining:,} bytes; the first {len(keep):,} "
                 f"read, {left:,} left out") if left > 0 else None
         return _Text(key, text, kind, left > 0, note)
-    kept, total, exact, broken = _inflate_capped(body, fh, remaining, cap)
+    kept, total, exact, broken = _inflate_capped(body, fh, remaining, cap, counting)
     text = kept.decode(encoding, "replace")
     if broken:
         return _Text(key, text, kind, True, f"text field {key!r} ({kind}): compressed data damaged; "
                                             f"{len(kept):,} bytes read")
-    if total > len(kept):
+    if total > len(kept) or not exact:
         size = f"{total:,}" if exact else f"more than {total:,}"
         return _Text(key, text, kind, True,
                      f"text field {key!r} ({kind}, compressed): {size} bytes decompressed; the first "
@@ -480,26 +481,32 @@ def _read_text_chunk(fh: Any, kind: str, length: int, cap: int) -> _Text | None:
     return _Text(key, text, kind)
 
 
-def _inflate_capped(first: bytes, fh: Any, remaining: int, cap: int) -> tuple[bytes, int, bool, bool]:
+def _inflate_capped(first: bytes, fh: Any, remaining: int, cap: int,
+                    counting: list[int]) -> tuple[bytes, int, bool, bool]:
     """Decompress zlib data (``first`` then ``remaining`` bytes of ``fh``) keeping ``cap`` bytes.
 
     Returns (kept, total decompressed, whether total is exact, whether the data was damaged).
-    Past the cap, output is counted in blocks and dropped, up to ``_COUNT_LIMIT``; memory stays
-    at ``cap`` plus a block.
+    Past the cap, output is counted in blocks and dropped while ``counting[0]`` lasts (a budget
+    of bytes shared by the file's chunks, reduced here); memory stays at ``cap`` plus a block.
     """
     d = zlib.decompressobj()
     kept = bytearray()
     total = 0
+    budget = counting[0]
+    stopped = False
 
     def feed(data: bytes) -> bool:
-        nonlocal total
+        nonlocal total, stopped
         while True:
             want = max(cap - len(kept), 0) or _BLOCK
             out = d.decompress(data, want)
             total += len(out)
             if len(kept) < cap:
                 kept.extend(out[: cap - len(kept)])
-            if total >= cap + _COUNT_LIMIT or d.eof:
+            if d.eof:
+                return False
+            if len(kept) >= cap and total - len(kept) >= budget:
+                stopped = True  # more follows, not counted
                 return False
             data = d.unconsumed_tail
             if not data and len(out) < want:  # input used up and no output pending
@@ -515,7 +522,8 @@ def _inflate_capped(first: bytes, fh: Any, remaining: int, cap: int) -> tuple[by
             going = feed(block)
     except zlib.error:
         return bytes(kept), total, True, True
-    return bytes(kept), total, total < cap + _COUNT_LIMIT, False
+    counting[0] = budget - (total - len(kept))
+    return bytes(kept), total, not stopped, False
 
 
 def png_without_unsafe_chunks(data: bytes, *, max_chunk: int, max_total: int) -> tuple[bytes, list[str]]:
