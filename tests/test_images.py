@@ -448,3 +448,27 @@ def test_collect_excludes_the_output_folder(tmp_path):
     # a file named explicitly is kept even there
     explicit = tmp_path / "out" / "a" / "composite_1.png"
     assert [p for p, _ in collect_inputs([explicit], exclude=[tmp_path / "out"])] == [explicit]
+
+
+# -- extreme aspect ratios (issue 9, case 11) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(10, 10000), (10000, 10), (8, 3000)])
+def test_extreme_aspect_processed_end_to_end(tmp_path, size):
+    """A valid 10x10000 image failed: every stage's working copy had its long side cut to 512 and
+    the short side rounded to 1 px ("image too small to model (1x512)"), so the whole image became
+    foreground and texture had nothing to sample. Now the short side keeps at least 64 px."""
+    w, h = size
+    path = bad.scene(tmp_path, "thin.png", w, h)
+    out = tmp_path / "out"
+    proc = _run_cli(["run", path, "-o", out, "--preset", "offline", "-n", "1", "--seed", "1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "too small to model" not in proc.stderr and "1x512" not in proc.stderr
+    mask = np.asarray(Image.open(out / "thin" / "mask.png")) == 255
+    comp = np.asarray(Image.open(out / "thin" / "composite_1.png"))
+    src = bad.scene_array(w, h)
+    obj = (src == (220, 40, 50)).all(-1)
+    assert comp.shape == (h, w, 3)
+    assert 0 < mask.mean() < 0.5  # a real mask, not the whole image
+    assert (mask & obj).sum() >= 0.8 * obj.sum()  # most of the object found
+    assert np.array_equal(comp[mask], src[mask])

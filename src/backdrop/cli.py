@@ -307,31 +307,44 @@ def inspect(
     watermark: Optional[bool] = typer.Option(
         None, "--watermark/--no-watermark",
         help="look for the invisible watermark (a few seconds); default: when the file says it is AI-made"),
+    raw: bool = typer.Option(
+        False, "--raw", help="print text fields as stored, terminal escape and control characters included"),
+    max_field: int = typer.Option(
+        65536, "--max-field", min=1, help="print at most this many characters of one field"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
-    """Print the metadata embedded in saved images."""
-    import json
+    """Print the metadata embedded in saved images.
 
-    from .metadata import format_metadata, read_metadata
+    The file is not trusted: escape sequences and control characters are removed unless --raw,
+    long fields are cut (--max-field) with a note of how much was left out, compressed text is
+    decompressed only that far, and a damaged part is noted while the rest is still shown.
+    """
+    from .metadata import format_metadata, metadata_json, read_metadata, safe_text
+
+    def shown(text: str) -> str:
+        return text if raw else safe_text(text)[0]
 
     def go():
         failed = False
         for f in files:
             if not f.is_file():
-                typer.echo(f"error: {f}: no such file", err=True)
+                typer.echo(shown(f"error: {f}: no such file"), err=True)
                 failed = True
                 continue
             try:
-                meta = read_metadata(f)
+                meta = read_metadata(f, max_text=max_field, max_total=max(16 * max_field, 2**20))
             except Exception as exc:  # noqa: BLE001
-                typer.echo(f"error: {f}: not a readable PNG/JPEG ({type(exc).__name__})", err=True)
+                typer.echo(shown(f"error: {f}: not a readable PNG/JPEG ({type(exc).__name__})"), err=True)
                 failed = True
                 continue
             if watermark or (watermark is None and "AI_Watermark" in (meta.get("text") or {})):
                 meta["watermark"] = _detect_watermark(f) or "none found"
             if len(files) > 1:
-                typer.echo(f"== {f}")
-            typer.echo(json.dumps(meta, indent=2, default=str) if as_json else format_metadata(meta))
+                typer.echo(shown(f"== {f}"))
+            if as_json:
+                typer.echo(metadata_json(meta, max_field=max_field))
+            else:
+                typer.echo(format_metadata(meta, max_field=max_field, raw=raw))
         if failed:
             raise typer.Exit(1)
 

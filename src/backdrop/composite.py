@@ -38,55 +38,97 @@ def composite(image: Image.Image, mask: Image.Image, background: Image.Image, co
     """
     if mask.size != image.size:
         raise InputError(f"mask is {mask.size[0]}x{mask.size[1]} but the image is {image.size[0]}x{image.size[1]}")
-    img = np.asarray(image.convert("RGB"))
-    m = np.asarray(mask.convert("L"))
-    bg = background.convert("RGB")
+    img = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no extra copy when RGB
+    m = np.asarray(mask if mask.mode == "L" else mask.convert("L"))
+    bg = background if background.mode == "RGB" else background.convert("RGB")
     if bg.size != image.size:
         log.debug("background %s resized to %s", bg.size, image.size)
         bg = bg.resize(image.size, Image.Resampling.LANCZOS)
     new = np.asarray(bg)
-
-    import cv2  # imported here: `import backdrop` (which imports this module) stays light
-
-    fg = m == 255
-    alpha = m.astype(np.float32) / 255.0
-    if config.feather > 0 and fg.any():
-        # distance (px) to the nearest foreground pixel: 1 next to it, growing outward; alpha
-        # falls linearly and is 0 from feather + 0.5 px on (feather=2: 0.75, 0.25, then 0)
-        dist = cv2.distanceTransform((~fg).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        ramp = np.clip((config.feather + 0.5 - dist) / config.feather, 0.0, 1.0)
-        alpha = np.maximum(alpha, ramp)
-    band = (alpha > 0) & ~fg
-
-    source = img
-    if config.harmonize and band.any():
-        source = _harmonize(img, new, band, fg)
-
-    a = alpha[..., None]
-    out = np.clip(source * a + new * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
-    out[fg] = img[fg]  # the kept foreground, exactly as it came
+    out = new.copy()
+    # Only pixels near the mask change; everything is computed in the mask's bounding box, grown
+    # by as far as the feather (and harmonize's ring) reaches. Every pixel in it gets the same
+    # distance as in the whole frame (all the foreground is inside), so the result is the same,
+    # and a 60 Mpx image no longer needs several full-size float copies (3 GB at 49 Mpx).
+    if config.harmonize and ((m > 0) & (m < 255)).any():
+        # a soft mask's partial pixels set harmonize's ring width, however far out they lie
+        box: tuple[int, int, int, int] | None = (0, m.shape[0], 0, m.shape[1])
+    else:
+        box = _box(m, _reach(config))
+    if box is None:  # no foreground at all: the new background as it is
+        return Image.fromarray(out, "RGB")
+    y0, y1, x0, x1 = box
+    _blend(img[y0:y1, x0:x1], m[y0:y1, x0:x1], new[y0:y1, x0:x1], out[y0:y1, x0:x1], config)
     return Image.fromarray(out, "RGB")
 
 
-def _harmonize(img: np.ndarray, new: np.ndarray, band: np.ndarray, fg: np.ndarray) -> np.ndarray:
-    """A copy of ``img`` whose band pixels carry the mean/std (Lab) of the new background nearby."""
+def _reach(config: CompositeConfig) -> int:
+    """How far (px) beyond the mask the composite can differ from the new background, or read it."""
+    width = config.feather + 0.5 if config.feather > 0 else 0.0
+    ring = width + max(RING, 3 * width) if config.harmonize else width
+    return int(np.ceil(ring)) + 2
+
+
+def _box(m: np.ndarray, reach: int) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(axis=0))
+    h, w = m.shape
+    return (max(0, rows[0] - reach), min(h, rows[-1] + reach + 1),
+            max(0, cols[0] - reach), min(w, cols[-1] + reach + 1))
+
+
+def _blend(img: np.ndarray, m: np.ndarray, new: np.ndarray, out: np.ndarray, config: CompositeConfig) -> None:
+    """Write the composite of one region into ``out`` (which holds ``new`` there already)."""
+    # Full-size arrays here are only the distance (float32) and a few booleans; alpha and the
+    # blend are computed for the band's pixels alone (elsewhere alpha is 0 or the pixel is kept).
+    import cv2  # imported here: `import backdrop` (which imports this module) stays light
+
+    fg = m == 255
+    dist = None
+    band = m > 0
+    if config.feather > 0 and fg.any():
+        # distance (px) to the nearest foreground pixel: 1 next to it, growing outward; alpha
+        # falls linearly and is 0 from feather + 0.5 px on (feather=2: 0.75, 0.25, then 0)
+        dist = cv2.distanceTransform((m != 255).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        np.logical_or(band, dist < config.feather + 0.5, out=band)
+    band[fg] = False
+    alpha = m[band].astype(np.float32) / 255.0
+    if dist is not None:
+        alpha = np.maximum(alpha, np.clip((config.feather + 0.5 - dist[band]) / config.feather, 0.0, 1.0))
+
+    source = img[band]
+    if config.harmonize and band.any():
+        source = _harmonize(img, new, band, fg, dist)
+
+    a = alpha[:, None]
+    out[band] = np.clip(source * a + new[band] * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+    np.copyto(out, img, where=fg[..., None])  # the kept foreground, exactly as it came
+
+
+def _lab(pixels: np.ndarray, code: int) -> np.ndarray:
     import cv2
 
-    dist = cv2.distanceTransform((~fg).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return cv2.cvtColor(pixels[:, None, :], code)[:, 0, :]  # an (N, 3) list as an N x 1 image
+
+
+def _harmonize(img: np.ndarray, new: np.ndarray, band: np.ndarray, fg: np.ndarray,
+               dist: np.ndarray | None = None) -> np.ndarray:
+    """The band's pixels of ``img`` (N x 3 float32) moved to the mean/std (Lab) of the new
+    background just beyond the band."""
+    import cv2
+
+    if dist is None:
+        dist = cv2.distanceTransform((~fg).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     width = float(dist[band].max())
     ring = (dist > width) & (dist <= width + max(RING, 3 * width))
     if not ring.any():
-        return img
-    lab_img = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    lab_new = cv2.cvtColor(new.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    edge, near = lab_img[band], lab_new[ring]
+        return img[band]
+    edge = _lab(img[band].astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    near = _lab(new[ring].astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
     mu_e, sd_e = edge.mean(axis=0), edge.std(axis=0)
     mu_n, sd_n = near.mean(axis=0), near.std(axis=0)
     gain = np.clip(sd_n / np.maximum(sd_e, 1e-3), 0.5, 2.0)
-    shifted = (edge - mu_e) * gain + mu_n
-    out_lab = lab_img.copy()
-    out_lab[band] = shifted
-    rgb = cv2.cvtColor(out_lab, cv2.COLOR_LAB2RGB)
-    out = img.astype(np.float32)
-    out[band] = np.clip(rgb[band] * 255.0, 0, 255)
-    return out
+    shifted = ((edge - mu_e) * gain + mu_n).astype(np.float32)
+    return np.clip(_lab(shifted, cv2.COLOR_LAB2RGB) * 255.0, 0, 255)

@@ -142,6 +142,18 @@ def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_
 
     if not data:
         raise InputError(f"{name}: empty file (0 bytes)")
+    # Text and ICC chunks carry nothing the pixels need, but Pillow refuses a whole PNG whose
+    # zTXt/iTXt/iCCP chunk decompresses past its limit (a 500 kB "zTXt bomb" of 500 MB of text):
+    # such chunks are dropped, with a note, so metadata never makes a good image unreadable.
+    from PIL import PngImagePlugin
+
+    from .metadata import png_without_unsafe_chunks
+
+    n_bytes = len(data)
+    data, dropped = png_without_unsafe_chunks(
+        data, max_chunk=PngImagePlugin.MAX_TEXT_CHUNK, max_total=PngImagePlugin.MAX_TEXT_MEMORY)
+    for note in dropped:
+        log.warning("%s: %s", name, note)
     # Pillow's own bomb check is a process-wide setting; it is lifted only while this thread
     # opens and decodes (the lock keeps concurrent loads, e.g. the studio's, from leaving it off).
     with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
@@ -168,8 +180,10 @@ def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_
                 "format": im.format,
                 "mode": im.mode,
                 "size": [w, h],
-                "bytes": len(data),
+                "bytes": n_bytes,
             }
+            if dropped:
+                info["notes"] = list(dropped)
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 info["frames"] = frames

@@ -23,6 +23,9 @@ import io
 import json
 import logging
 import re
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 from xml.sax.saxutils import escape, unescape
@@ -246,55 +249,360 @@ def save_image(image: Image.Image, path: str | Path, **kwargs: Any) -> Path:
     return path
 
 
-def read_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
+def read_metadata(
+    path_or_bytes: str | Path | bytes,
+    *,
+    max_text: int | None = None,
+    max_total: int | None = None,
+) -> dict[str, Any]:
     """Read back what :func:`save_image` wrote (also works on A1111-style PNGs from other tools).
 
     Returns a dict with ``parameters`` (str or None), ``parsed`` (prompt/negative/fields),
-    ``backdrop`` (the record or None), ``digital_source_type``, ``text`` (other text fields)
-    and ``format``.
+    ``backdrop`` (the record or None), ``digital_source_type``, ``text`` (other text fields),
+    ``format`` and ``size``, and ``notes`` (what could not be read whole, and why) when any.
+
+    The file is not trusted: of each text field at most ``max_text`` bytes are read (compressed
+    ones are decompressed only that far) and of all together ``max_total``; what is left out is
+    counted in a note. A record that is not valid JSON (or nested too deeply to parse) is kept as
+    text with a note, and everything else is still read.
     """
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    max_text = MAX_TEXT if max_text is None else max_text
+    max_total = MAX_TEXT_TOTAL if max_total is None else max_total
+    if isinstance(path_or_bytes, bytes):
+        fh: Any = io.BytesIO(path_or_bytes)
+    else:
+        fh = open(path_or_bytes, "rb")
+    with fh:
+        if fh.read(8) == PNG_SIGNATURE:
+            return _read_png(fh, max_text, max_total)
+        fh.seek(0)
+        return _read_other(fh.read())
+
+
+def _blank(fmt: str | None, size: Any) -> dict[str, Any]:
+    return {"format": fmt, "size": list(size), "parameters": None, "backdrop": None,
+            "digital_source_type": None, "text": {}}
+
+
+def _read_png(fh: Any, max_text: int, max_total: int) -> dict[str, Any]:
+    chunks, size, notes = _png_text_chunks(fh, max_text, max_total)
+    out = _blank("PNG", size)
+    info: dict[str, str] = {}
+    cut: set[str] = set()
+    for chunk in chunks:
+        if chunk.note:
+            notes.append(chunk.note)
+        if chunk.key in info:  # the same keyword twice: both are shown (Pillow kept the last only)
+            n = 2
+            while f"{chunk.key} ({n})" in info:
+                n += 1
+            key = f"{chunk.key} ({n})"
+        else:
+            key = chunk.key
+        info[key] = chunk.text
+        if chunk.incomplete:
+            cut.add(key)
+    out["parameters"] = info.pop("parameters", None)
+    raw = info.pop("backdrop", None)
+    xmp = info.pop("XML:com.adobe.xmp", None)
+    if raw is not None:
+        if "backdrop" in cut:
+            info["backdrop"] = raw
+            notes.append("backdrop record: not read whole, so not parsed; shown as text")
+        else:
+            out["backdrop"], problem = _parse_json(raw)
+            if problem:
+                info["backdrop"] = raw
+                notes.append(f"backdrop record: {problem}; shown as text")
+    out["text"] = info
+    _finish(out, xmp, notes)
+    return out
+
+
+def _read_other(data: bytes) -> dict[str, Any]:
     im = Image.open(io.BytesIO(data))
-    out: dict[str, Any] = {"format": im.format, "size": list(im.size), "parameters": None, "backdrop": None,
-                           "digital_source_type": None, "text": {}}
+    out = _blank(im.format, im.size)
+    notes: list[str] = []
     xmp: str | None = None
-    if im.format == "PNG":
-        info = dict(getattr(im, "text", {}) or {})
-        out["parameters"] = info.pop("parameters", None)
-        raw = info.pop("backdrop", None)
-        xmp = info.pop("XML:com.adobe.xmp", None)
-        if raw:
-            out["backdrop"] = _json_or_none(raw)
-        out["text"] = info
-    elif im.format == "JPEG":
-        exif = im.getexif()
-        sub = exif.get_ifd(_EXIF_IFD)
-        comment = sub.get(USER_COMMENT) or exif.get(USER_COMMENT)
+    if im.format == "JPEG":
+        try:
+            exif = im.getexif()
+            sub = exif.get_ifd(_EXIF_IFD)
+            comment = sub.get(USER_COMMENT) or exif.get(USER_COMMENT)
+        except Exception as exc:  # noqa: BLE001 - a broken EXIF block hides only itself
+            notes.append(f"EXIF block unreadable ({type(exc).__name__})")
+            comment = None
         if isinstance(comment, bytes):
             payload = _decode_user_comment(comment)
             if isinstance(payload, str):  # A1111's layout: the parameters text itself
                 out["parameters"] = payload
         com = im.info.get("comment")
         if isinstance(com, bytes):
-            extra = _json_or_none(com.decode("utf-8", "replace"))
+            extra, problem = _parse_json(com.decode("utf-8", "replace"))
             if isinstance(extra, dict):
                 if extra.get("backdrop") is not None:
                     out["backdrop"] = extra["backdrop"]
-                out["text"] = {**out["text"], **(extra.get("text") or {})}
+                out["text"] = {**out["text"], **_texts(extra.get("text"))}
+            else:
+                out["text"]["comment"] = com.decode("utf-8", "replace")
+                if problem:
+                    notes.append(f"JPEG comment: {problem}; shown as text")
         raw_xmp = im.info.get("xmp")
         xmp = raw_xmp.decode("utf-8", "replace") if isinstance(raw_xmp, bytes) else raw_xmp
         m = re.search(r"<backdrop:record>(.*?)</backdrop:record>", xmp or "", re.S)
         if m and out["backdrop"] is None:  # a tool kept the XMP but dropped the comment segment
-            extra = _json_or_none(unescape(m.group(1)))
+            extra, problem = _parse_json(unescape(m.group(1)))
             if isinstance(extra, dict):
                 out["backdrop"] = extra.get("backdrop")
-                out["text"] = {**out["text"], **(extra.get("text") or {})}
+                out["text"] = {**out["text"], **_texts(extra.get("text"))}
+            elif problem:
+                notes.append(f"backdrop record in the XMP: {problem}; left out")
+    _finish(out, xmp, notes)
+    return out
+
+
+def _texts(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _finish(out: dict[str, Any], xmp: str | None, notes: list[str]) -> None:
     if xmp:
         m = re.search(r"digitalsourcetype/([A-Za-z]+)", xmp)
         out["digital_source_type"] = m.group(1) if m else None
     if out["parameters"]:
         out["parsed"] = parse_a1111(out["parameters"])
-    return out
+    if notes:
+        out["notes"] = notes
+
+
+# -- reading PNG text chunks without trusting them ------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_TEXT = 16 * 2**20  # read_metadata keeps at most this much of one text field (decompressed)
+MAX_TEXT_TOTAL = 64 * 2**20  # ... and of all text fields together
+_COUNT_LIMIT = 1 << 30  # past what is kept, decompressed bytes are counted (not kept): this many per file
+_BLOCK = 1 << 16
+
+
+@dataclass
+class _Text:
+    key: str
+    text: str
+    kind: str  # tEXt, zTXt or iTXt
+    incomplete: bool = False  # not all of the value was read
+    note: str | None = None
+
+
+def _png_text_chunks(fh: Any, max_text: int, max_total: int) -> tuple[list[_Text], tuple[int, int], list[str]]:
+    """The text chunks of a PNG (after its signature), each read at most ``max_text`` bytes deep.
+
+    Reads chunk by chunk from ``fh``, seeking past image data, so memory stays at about
+    ``max_total`` whatever the file holds. A damaged chunk list ends the walk with a note.
+    """
+    head = fh.read(16)  # the first chunk's length and type, then width and height
+    if len(head) < 16 or head[4:8] != b"IHDR":
+        raise ValueError("not a PNG: no IHDR chunk after the signature")
+    size = struct.unpack(">II", head[8:16])
+    fh.seek(8)
+    found: list[_Text] = []
+    notes: list[str] = []
+    budget = max_total
+    counting = [_COUNT_LIMIT]  # shared by the file's chunks: many bombs cost one bomb's time
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            notes.append("the PNG ends without an IEND chunk (truncated file?)")
+            break
+        length, ctype = struct.unpack(">I4s", head)
+        if length > 0x7FFFFFFF:
+            notes.append(f"a chunk claims {length:,} bytes (more than PNG allows); the rest of the file is not read")
+            break
+        start = fh.tell()
+        if ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            kind = ctype.decode("ascii")
+            if budget <= 0:
+                notes.append(f"a {kind} chunk of {length:,} bytes left out: over {max_total:,} bytes of text in all")
+            else:
+                chunk = _read_text_chunk(fh, kind, length, min(max_text, budget), counting)
+                if chunk is not None:
+                    found.append(chunk)
+                    budget -= len(chunk.text)
+        elif ctype == b"IEND":
+            break
+        fh.seek(start + length + 4)  # past the data and the CRC
+    return found, size, notes
+
+
+def _read_text_chunk(fh: Any, kind: str, length: int, cap: int, counting: list[int]) -> _Text | None:
+    # keyword, NUL, then: tEXt the text; zTXt a method byte and zlib data; iTXt flag, method,
+    # language NUL, translated keyword NUL, then the (possibly zlib) UTF-8 text
+    head = fh.read(min(length, 80 + (2 if kind != "tEXt" else 0)))
+    key_end = head.find(b"\0")
+    if key_end < 1:
+        return None  # no keyword: not a text chunk Pillow (or anyone) would read either
+    key = head[:key_end].decode("latin-1")
+    pos = key_end + 1
+    compressed = kind == "zTXt"
+    encoding = "latin-1"
+    if kind == "zTXt":
+        pos += 1  # the method byte (0 = zlib)
+    elif kind == "iTXt":
+        encoding = "utf-8"
+        rest = head[pos:] + fh.read(min(length - len(head), 4096))
+        if len(rest) < 2:
+            return None
+        compressed = rest[0] != 0 and rest[1] == 0  # flag set, method zlib (as Pillow reads it)
+        i = rest.find(b"\0", 2)
+        j = rest.find(b"\0", i + 1) if i >= 0 else -1
+        if j < 0:
+            return None  # language or translated keyword longer than anyone writes: not read
+        head, pos = head[:pos] + rest, pos + j + 1
+    remaining = length - len(head)
+    body = head[pos:]
+    if not compressed:
+        keep = body[:cap]
+        if len(keep) < cap:
+            keep += fh.read(min(remaining, cap - len(keep)))
+        left = len(body) + remaining - len(keep)
+        text = keep.decode(encoding, "replace")
+        note = (f"text field {key!r} ({kind}): {len(body) + remaining:,} bytes; the first {len(keep):,} "
+                f"read, {left:,} left out") if left > 0 else None
+        return _Text(key, text, kind, left > 0, note)
+    kept, total, exact, broken = _inflate_capped(body, fh, remaining, cap, counting)
+    text = kept.decode(encoding, "replace")
+    if broken:
+        return _Text(key, text, kind, True, f"text field {key!r} ({kind}): compressed data damaged; "
+                                            f"{len(kept):,} bytes read")
+    if total > len(kept) or not exact:
+        size = f"{total:,}" if exact else f"more than {total:,}"
+        return _Text(key, text, kind, True,
+                     f"text field {key!r} ({kind}, compressed): {size} bytes decompressed; the first "
+                     f"{len(kept):,} read, the rest left out")
+    return _Text(key, text, kind)
+
+
+def _inflate_capped(first: bytes, fh: Any, remaining: int, cap: int,
+                    counting: list[int]) -> tuple[bytes, int, bool, bool]:
+    """Decompress zlib data (``first`` then ``remaining`` bytes of ``fh``) keeping ``cap`` bytes.
+
+    Returns (kept, total decompressed, whether total is exact, whether the data was damaged).
+    Past the cap, output is counted in blocks and dropped while ``counting[0]`` lasts (a budget
+    of bytes shared by the file's chunks, reduced here); memory stays at ``cap`` plus a block.
+    """
+    d = zlib.decompressobj()
+    kept = bytearray()
+    total = 0
+    budget = counting[0]
+    stopped = False
+
+    def feed(data: bytes) -> bool:
+        nonlocal total, stopped
+        while True:
+            want = max(cap - len(kept), 0) or _BLOCK
+            out = d.decompress(data, want)
+            total += len(out)
+            if len(kept) < cap:
+                kept.extend(out[: cap - len(kept)])
+            if d.eof:
+                return False
+            if len(kept) >= cap and total - len(kept) >= budget:
+                stopped = True  # more follows, not counted
+                return False
+            data = d.unconsumed_tail
+            if not data and len(out) < want:  # input used up and no output pending
+                return True
+
+    try:
+        going = feed(first)
+        while going and remaining > 0:
+            block = fh.read(min(remaining, _BLOCK))
+            if not block:
+                break
+            remaining -= len(block)
+            going = feed(block)
+    except zlib.error:
+        return bytes(kept), total, True, True
+    counting[0] = budget - (total - len(kept))
+    return bytes(kept), total, not stopped, False
+
+
+def png_without_unsafe_chunks(data: bytes, *, max_chunk: int, max_total: int) -> tuple[bytes, list[str]]:
+    """``data`` (a PNG) without the text and ICC chunks that would make Pillow refuse it.
+
+    Pillow decompresses a zTXt/iTXt/iCCP chunk up to ``PngImagePlugin.MAX_TEXT_CHUNK`` and keeps
+    at most ``MAX_TEXT_MEMORY`` of text, and raises ValueError past either: a 1 kB "zTXt bomb"
+    would make a good image unreadable. Those chunks carry nothing the pixels need, so the ones
+    over the limits are dropped, each with a note. Returns ``data`` itself when nothing is dropped.
+    Not a PNG, or a damaged chunk list: returned as is (Pillow then says what is wrong).
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        return data, []
+    pos, kept_text = 8, 0
+    drop: list[tuple[int, int]] = []
+    notes: list[str] = []
+    while pos + 12 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if ctype in (b"tEXt", b"zTXt", b"iTXt", b"iCCP"):
+            body = data[pos + 8:end - 4]
+            size = _pillow_text_size(ctype, body, max_chunk)
+            name = body.split(b"\0", 1)[0][:79].decode("latin-1")
+            if size is None:
+                drop.append((pos, end))
+                notes.append(f"PNG {ctype.decode()} chunk {name!r} left out: it decompresses to more than "
+                             f"{max_chunk:,} bytes")
+            elif ctype != b"iCCP":
+                if kept_text + size > max_total:
+                    drop.append((pos, end))
+                    notes.append(f"PNG {ctype.decode()} chunk {name!r} left out: over {max_total:,} bytes "
+                                 "of text in all")
+                else:
+                    kept_text += size
+        elif ctype == b"IEND":
+            break
+        pos = end
+    if not drop:
+        return data, notes
+    parts, last = [], 0
+    for a, b in drop:
+        parts.append(data[last:a])
+        last = b
+    parts.append(data[last:])
+    return b"".join(parts), notes
+
+
+def _pillow_text_size(ctype: bytes, body: bytes, max_chunk: int) -> int | None:
+    """Bytes of text Pillow would keep from this chunk, or None when it would refuse it."""
+    key_end = body.find(b"\0")
+    compressed = ctype in (b"zTXt", b"iCCP")
+    start = key_end + 2
+    if ctype == b"iTXt":
+        compressed = len(body) > key_end + 2 and body[key_end + 1] != 0 and body[key_end + 2] == 0
+        i = body.find(b"\0", key_end + 3)
+        j = body.find(b"\0", i + 1) if i >= 0 else -1
+        if j < 0:
+            return len(body)
+        start = j + 1
+    if key_end < 0 or not compressed:
+        return len(body)
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body[start:], max_chunk)
+    except zlib.error:
+        return 0  # Pillow reads damaged compressed text as empty
+    return None if d.unconsumed_tail else len(out)
+
+
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """(value, None), or (None, why) for text that is not JSON or is nested too deeply to parse."""
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, "JSON nested too deeply to parse"
+    except ValueError as exc:
+        return None, f"not valid JSON ({str(exc).splitlines()[0][:80]})"
 
 
 def _decode_user_comment(raw: bytes) -> str | None:
@@ -323,26 +631,107 @@ def _wrong_order_score(text: str) -> int:
     return sum(1 for ch in text if ord(ch) > 0xFF and ord(ch) & 0xFF == 0)
 
 
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+# -- showing it on a terminal -----------------------------------------------------------------------
+
+MAX_SHOWN = 64 * 2**10  # inspect prints at most this many characters of one field
+
+# Terminal escape sequences, whole: OSC (window title, hyperlinks, clipboard), DCS/SOS/PM/APC
+# strings up to their terminator (or the end of the line), CSI (cursor, colour, erase) and the
+# short ESC forms; then, in 8-bit form, the same introduced by C1 characters.
+_ESCAPE_SEQ = re.compile(
+    r"\x1b[\]PX^_][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x9b[0-?]*[ -/]*[@-~]?"
+)
+# Single characters a terminal acts on or that reorder what is shown: C0 but newline and tab,
+# DEL, C1, and the bidirectional overrides and isolates.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def format_metadata(meta: Mapping[str, Any]) -> str:
-    """Human-readable summary for ``backdrop inspect``."""
-    lines = [f"format: {meta.get('format')}  size: {meta.get('size', ['?', '?'])[0]}x{meta.get('size', ['?', '?'])[1]}"]
+def safe_text(text: str) -> tuple[str, int]:
+    """``text`` with terminal escape sequences and control characters removed (newline and tab
+    kept), and how many were removed.
+
+    >>> safe_text("a\\x1b]0;pwned\\x07b\\x1b[2Jc\\rd")
+    ('abcd', 3)
+    """
+    text, n = _ESCAPE_SEQ.subn("", text)
+    text, m = _CONTROL.subn("", text)
+    return text, n + m
+
+
+def _cap(text: str, limit: int | None) -> str:
+    if limit is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit:,} more characters not shown]"
+
+
+def _record_text(record: Any) -> str:
+    for indent in (2, None):  # the pretty form recurses in Python; the compact one in C
+        try:
+            return json.dumps(record, indent=indent, default=str, ensure_ascii=False)
+        except RecursionError:
+            continue
+    return "(nested too deeply to show)"
+
+
+def format_metadata(meta: Mapping[str, Any], *, max_field: int | None = MAX_SHOWN, raw: bool = False) -> str:
+    """Human-readable summary for ``backdrop inspect``.
+
+    Each field is cut at ``max_field`` characters (None: whole) with a line saying how much was
+    left out. Unless ``raw``, terminal escape sequences and control characters are removed (see
+    :func:`safe_text`), with a line saying how many.
+    """
+    size = meta.get("size") or ["?", "?"]
+    lines = [f"format: {meta.get('format')}  size: {size[0]}x{size[1]}"]
     dst = meta.get("digital_source_type")
     lines.append(f"digital source type: {dst or '(none)'}" + (f" — {SOURCE_TYPES[dst]}" if dst in SOURCE_TYPES else ""))
     if meta.get("parameters"):
         lines.append("parameters:")
-        lines += ["  " + line for line in meta["parameters"].split("\n")]
+        lines += ["  " + line for line in _cap(meta["parameters"], max_field).split("\n")]
     for key, value in (meta.get("text") or {}).items():
-        lines.append(f"{key}: {value}")
+        lines.append(f"{key}: {_cap(str(value), max_field)}")
     if meta.get("watermark"):
         lines.append(f"invisible watermark: {meta['watermark']}")
     if meta.get("backdrop") is not None:
         lines.append("backdrop record:")
-        lines += ["  " + line for line in json.dumps(meta["backdrop"], indent=2, default=str, ensure_ascii=False).split("\n")]
-    return "\n".join(lines)
+        lines += ["  " + line for line in _cap(_record_text(meta["backdrop"]), max_field).split("\n")]
+    if meta.get("notes"):
+        lines.append("notes:")
+        lines += [f"  - {note}" for note in meta["notes"]]
+    text = "\n".join(lines)
+    if raw:
+        return text
+    text, removed = safe_text(text)
+    if removed:
+        text += f"\n({removed:,} terminal control characters or escape sequences removed; --raw prints them)"
+    return text
+
+
+def metadata_json(meta: Mapping[str, Any], *, max_field: int | None = MAX_SHOWN) -> str:
+    """``meta`` as indented JSON for ``backdrop inspect --json``: strings cut at ``max_field``
+    characters (with a note in ``notes``). ASCII only, every control character escaped, so it is
+    safe on a terminal as it is."""
+    cut: list[str] = []
+
+    def walk(value: Any, where: str, depth: int) -> Any:
+        if depth > 100:
+            cut.append(f"{where}: nested more than 100 deep; the rest left out")
+            return "(nested too deeply to show)"
+        if isinstance(value, str):
+            if max_field is not None and len(value) > max_field:
+                cut.append(f"{where}: {len(value) - max_field:,} more characters not shown")
+                return value[:max_field]
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): walk(v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return value
+
+    shown = walk(dict(meta), "", 0)
+    if cut:
+        shown["notes"] = list(shown.get("notes") or []) + cut
+    return json.dumps(shown, indent=2, default=str, ensure_ascii=True)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..config import CaptionConfig
 from ..runlog import note
+from ..worksize import working_size
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,9 @@ def _base(name: str) -> str:
 
 def _resize_long(rgb: np.ndarray, side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1.0:
+    size = working_size(w, h, side)
+    if size == (w, h):
         return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

@@ -30,6 +30,7 @@ from .. import runlog
 from ..config import GenerateConfig
 from ..errors import GenerationError
 from ..types import GenerateRequest
+from ..worksize import working_size
 from ._colour import jitter
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,7 @@ class TextureGenerator:
             )
         rng = np.random.default_rng(request.seed)
         height, width = known.shape
-        scale = min(1.0, MAX_SIDE / max(height, width))
-        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small_size = working_size(width, height, MAX_SIDE)  # a long thin image keeps its short side
         small, sample_ok = _downscale(image, known, small_size)
 
         patch, positions = self._patch_and_positions(sample_ok)

@@ -30,6 +30,7 @@ from PIL import Image
 from ..config import InpaintConfig
 from ..errors import InputError
 from ..runlog import note, warn
+from ..worksize import scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ class _OpenCVInpainter:
         if scale >= 1.0:
             return self._inpaint(rgb, hole)
         h, w = hole.shape
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        size = scaled_size(w, h, scale)  # a thin crop keeps its short side
+        if size == (w, h):
+            return self._inpaint(rgb, hole)
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         # A small pixel is unknown if any of the full-size pixels it averages is in the hole,
         # so no object colour leaks into the border the fill grows from.

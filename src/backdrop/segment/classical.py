@@ -45,6 +45,7 @@ from PIL import Image
 from .. import runlog
 from ..config import SegmentConfig
 from ..errors import InputError
+from ..worksize import working_size
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +94,18 @@ class ClassicalSegmenter:
             raise InputError(f"cannot segment an empty image ({image.width}x{image.height})")
         rgb = _to_rgb8(image)
         H, W = rgb.shape[:2]
-        scale = min(1.0, WORK_SIDE / max(H, W))
-        if scale < 1.0:
-            size = (max(1, round(W * scale)), max(1, round(H * scale)))
-            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        else:
-            small = rgb
+        # an extreme aspect keeps a usable short side (10x10000 works at 10x512, not 1x512)
+        size = working_size(W, H, WORK_SIDE)
+        small = rgb if size == (W, H) else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         mask, confidence = self._segment(small)
         # the edge is snapped at up to SNAP_SIDE (cost grows with the area), then upsampled
-        snap = min(1.0, SNAP_SIDE / max(H, W))
-        mid = rgb if snap == 1.0 else cv2.resize(rgb, (round(W * snap), round(H * snap)), interpolation=cv2.INTER_AREA)
+        mid_size = working_size(W, H, SNAP_SIDE)
+        mid = rgb if mid_size == (W, H) else cv2.resize(rgb, mid_size, interpolation=cv2.INTER_AREA)
         mask = _upsample(mask, mid.shape[:2])
+        up = max(mid.shape[0] / small.shape[0], mid.shape[1] / small.shape[1])
         for _ in range(2):  # the second pass starts from the corrected edge
             if mask.any() and not mask.all():
-                mask = _snap_edges(mid, mask, mid.shape[1] / small.shape[1])
+                mask = _snap_edges(mid, mask, up)
         mask = _upsample(mask, (H, W))
         runlog.note("segment_confidence", confidence)
         return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
