@@ -24,6 +24,8 @@ from backdrop.config import PipelineConfig, preset
 from backdrop.engine.work import Job
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Ray Data itself warns about its own deprecated context fields when it copies the context
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -165,6 +167,43 @@ def test_bad_item_is_reported_while_the_rest_complete(ray_local, tmp_path):
     assert s.exit_code != 0
     bad = [o for o in seen if o.status == "failed"]
     assert len(bad) == 1 and bad[0].error is not None  # the error class travels back (API callers re-raise it)
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_disk_error_in_an_actor_stops_the_run_with_one_line(ray_local, tmp_path):
+    from backdrop.engine.ray import run_ray
+    from backdrop.errors import OutputError
+    from backdrop.outputs import key_hash
+
+    src = _folder(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    h = key_hash("in/img01")
+    blocker = out / ".backdrop" / "locks" / h[:2]
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the item's lock folder goes")
+    with pytest.raises(OutputError) as err:
+        run_ray(Job(config=_config(variants=1), out=str(out), kind="run", inputs=(str(src),)), progress=False)
+    assert str(blocker) in str(err.value) and "\n" not in str(err.value)
+    assert err.value.exit_code == 7
+    assert (out / "manifest.jsonl").is_file()  # what was done is listed before the error is raised
+
+
+def test_cli_augment_engine_ray(ray_local, tmp_path):
+    pytest.importorskip("backdrop.datasets")
+    from typer.testing import CliRunner
+
+    from backdrop.cli import app
+
+    src = _yolo(tmp_path / "set")
+    r = CliRunner().invoke(app, ["augment", str(src), "-o", str(tmp_path / "out"), "--preset", "offline", "-n", "1",
+                                 "--seed", "2", "--engine", "ray", "--concurrency", "2", "--num-gpus", "0"])
+    assert r.exit_code == 0, r.output
+    assert "3 done, 0 already done, 1 copied, 0 failed; 3 image(s) written" in r.output
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
+    again = CliRunner().invoke(app, ["augment", str(src), "-o", str(tmp_path / "out"), "--preset", "offline",
+                                     "-n", "1", "--seed", "2", "--engine", "ray"])
+    assert again.exit_code == 0, again.output
+    assert "0 done, 4 already done, 0 copied, 0 failed; 0 image(s) written" in again.output  # a rerun: all kept
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
 
 

@@ -167,6 +167,11 @@ def _stream(ray: Any, job: Job, tasks: list[Task], lay: RaySettings) -> Iterator
     ctx.enable_progress_bars = False  # ours is the one progress display
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
+    quiet = {"ray.data._internal.progress": logging.ERROR,  # "progress bars disabled": ours is shown instead
+             "ray.data._internal.execution.streaming_executor": logging.WARNING}  # "execution finished"
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
     try:
         rows = [{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(tasks)]
         blocks = min(MAX_BLOCKS, math.ceil(len(rows) / lay.batch_size))
@@ -184,6 +189,8 @@ def _stream(ray: Any, job: Job, tasks: list[Task], lay: RaySettings) -> Iterator
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 class TaskActor:
