@@ -110,6 +110,7 @@ def main() -> None:
         ray_start = time.perf_counter() - t0
         from backdrop.engine.ray import run_ray
 
+        overhead = None
         try:
             for c in args.concurrency:
                 clock_r = Clock()
@@ -119,6 +120,8 @@ def main() -> None:
                 wall = time.perf_counter() - t0
                 same = "yes" if manifest(out) == ref else "NO"
                 rows.append((f"ray, {c} actor(s)", wall, s.done / wall, clock_r.steady(), statistics.median(clock_r.per_item), same))
+                if c == 1 and clock_r.steady() > 0:  # one actor: the gap between items beyond the item's own work
+                    overhead = 1 / clock_r.steady() - statistics.mean(clock_r.per_item)
         finally:
             ray.shutdown()
 
@@ -130,6 +133,8 @@ def main() -> None:
             print(f"{name:<18} {wall:>8.1f} {rate:>8.2f} {steady:>15.2f} {item:>17.3f}  {same}")
         print("wall: the whole run (plan, actor start, items, manifest); steady: first to last finished item "
               "(as the driver sees them); s/item in worker: median time one item takes inside its worker")
+        if overhead is not None:
+            print(f"Ray cost per item (1 actor: time between items minus the item's own work): {overhead * 1000:.0f} ms")
         print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
