@@ -366,3 +366,20 @@ except MissingDependencyError as exc:
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.splitlines() == ["--engine ray needs the 'ray' package: pip install 'backdrop[ray]'", "exit 3"]
     assert not (tmp_path / "out").exists()  # nothing opened before the check
+
+
+def test_cli_without_the_extra_is_one_error_line(tmp_path):
+    pytest.importorskip("backdrop.datasets")
+    _yolo(tmp_path / "set")
+    code = """
+import sys
+sys.modules["ray"] = None  # as when ray is not installed
+from backdrop.cli import main
+sys.argv = ["backdrop", "augment", "set", "-o", "out", "--preset", "offline", "-n", "1", "--engine", "ray"]
+main()
+"""
+    r = _python(code, tmp_path)
+    assert r.returncode == 3, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --engine ray needs the 'ray' package: pip install 'backdrop[ray]'"], r.stderr
+    assert "Traceback" not in r.stderr
