@@ -140,7 +140,9 @@ def test_dataset_job_same_pixels_labels_and_manifest_as_local(ray_local, tmp_pat
         (local.done, local.copied, local.images, local.failed) == (3, 1, 6, [])
     man = _manifest(tmp_path / "ray")
     assert man == _manifest(tmp_path / "local")
-    assert len(man) == 6 and all(m["split"] == "train" for m in man)
+    augmented = [m for m in man if not m.get("copied")]
+    assert len(augmented) == 6 and all(m["split"] == "train" for m in augmented)
+    assert [m["image"] for m in man if m.get("copied")] == ["images/val/v.png"]  # val copied, listed once
     _assert_same_pixels(tmp_path / "local", tmp_path / "ray")
     checked = 0
     for f in (tmp_path / "local").rglob("*"):  # label files and data.yaml (which names its own folder)
@@ -199,12 +201,12 @@ def test_cli_augment_engine_ray(ray_local, tmp_path):
                                  "--seed", "2", "--engine", "ray", "--concurrency", "2", "--num-gpus", "0"])
     assert r.exit_code == 0, r.output
     assert "3 done, 0 already done, 1 copied, 0 failed; 3 image(s) written" in r.output
-    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4  # 3 variants + the copy
     again = CliRunner().invoke(app, ["augment", str(src), "-o", str(tmp_path / "out"), "--preset", "offline",
                                      "-n", "1", "--seed", "2", "--engine", "ray"])
     assert again.exit_code == 0, again.output
     assert "0 done, 4 already done, 0 copied, 0 failed; 0 image(s) written" in again.output  # a rerun: all kept
-    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4
 
 
 DRIVER = """
@@ -280,7 +282,7 @@ def test_task_actor_runs_tasks_without_a_cluster(tmp_path):
     src = _folder(tmp_path / "in", 2, bad=True)
     plan = Job(config=_config(variants=1), out=str(tmp_path / "out"), kind="run", inputs=(str(src),)).plan()
     try:
-        tasks = plan.tasks()
+        tasks = list(plan.tasks())
         actor = TaskActor(plan.job)
         batch = {"i": np.arange(len(tasks)), "task": np.array([pickle.dumps(t) for t in tasks], dtype=object)}
         res = actor(batch)

@@ -150,6 +150,10 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
     def start():
         from .engine.work import start as start_job
 
+        if engine == "ray":  # a missing extra is one line before any output folder exists
+            from .registry import require
+
+            require("ray", "ray", "--engine ray")
         return start_job(job, load=engine == "local")
 
     plan, worker = guarded(debug, start)

@@ -94,16 +94,23 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
     the end). A failing item is an outcome, not fatal; a disk error (OutputError) in any actor
     stops the run, keeping what is done, and is raised after the manifest is rebuilt.
     """
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # the Ray started here is a one-machine Ray: it binds and talks on loopback only, instead of
+        # the address of the interface that routes outward (read when ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", "--engine ray")
     require("ray.data", "ray", "--engine ray")
     from .local import _Progress
 
-    plan = plan or job.plan()
+    if plan is None:
+        from .work import start
+
+        plan, _ = start(job, load=False)
     job = plan.job
     summary = Summary()
     stopped: BaseException | None = None
     try:
-        tasks = plan.tasks()
+        tasks = list(plan.tasks())  # Ray Data takes the items as one list
         summary.total = len(tasks)
         t0 = time.perf_counter()
         if tasks:
