@@ -301,10 +301,13 @@ class Pipeline:
                     images = [prep.timed("generate", lambda r=r: gen(r)) for r in requests]
             prep.warnings.extend(w for w in rec["warnings"] if w not in prep.warnings)
             prep.notes.update(rec["notes"])
-            for i, bg in zip(chunk, images):
-                bg = _rgb_at(bg, prep.image.size)
+            for j, i in enumerate(chunk):
+                bg = _rgb_at(images[j], prep.image.size)
+                images[j] = None  # hand each image over, hold none: a large -n stays one variant deep
                 comp = prep.timed("composite", lambda: composite(prep.image, prep.mask, bg, cfg.composite))
                 yield Variant(i + 1, seeds[i], bg, comp)
+                del bg, comp
+            del images, requests
 
     # -- saving -----------------------------------------------------------------------------------
     def record(self, result: Result) -> dict[str, Any]:

@@ -523,7 +523,10 @@ class Worker:
         t0 = time.perf_counter()
         for v in self.pipe.variants(prep, seeds, slots=slots):
             k = missing[v.index - 1]
-            yield replace(v, index=k)  # the caller writes it before asking for the next one
+            out = replace(v, index=k)
+            del v
+            yield out  # the caller writes it before asking for the next one
+            del out
             if self.on_variant is not None:
                 self.on_variant(task, k, time.perf_counter() - t0)
 
@@ -583,6 +586,7 @@ class Worker:
                 "format": {"rel": rel, "source": item.rel, "split": item.split, "variant": v.index,
                            **ds.record(item, rel, size)}})
             written += 1
+            del v, files, data  # nothing of a written variant is held while the next one is made
         return written
 
 
@@ -615,6 +619,7 @@ def write_run_item(pipe: Any, w: Any, name: str, seed: int, prep: Any, variants:
                          "sha256": sha256_bytes(files[comp])},
             "seed": v.seed})
         written += 1
+        del v, files  # nothing of a written variant is held while the next one is made
     seeds = {int(p[1:]): w.state.parts[p]["record"].get("seed") for p in w.state.parts if p.startswith("v")}
     full = {**pipe.record(pipe.result(prep, [], seed)),
             "variants": [{"index": k, "seed": seeds[k], "background": f"background_{k}.png",
