@@ -417,3 +417,23 @@ def test_python_api(tmp_path):
     summary = augment(src, tmp_path / "out", config=cfg)
     assert summary.done == 4 and summary.copied == 1 and summary.images == 8 and not summary.failed
     assert len(list((tmp_path / "out/images/train").glob("*_bd2.png"))) == 4
+
+
+def test_mask_cache_skips_the_segmenter_when_augmenting_again(tmp_path):
+    """The same images augmented again (another seed, another output): the segmenter's masks come
+    from the cache, the results keep every labelled object, and --mask-cache off runs it again."""
+    src = tmp_path / "src"
+    truth = make_yolo(src)
+    first = invoke("augment", src, "-o", tmp_path / "o1", "-n", "1", "--seed", "1", *FAST[:-1])
+    assert first.exit_code == 0 and "segment" in first.output
+    again = invoke("augment", src, "-o", tmp_path / "o2", "-n", "1", "--seed", "2", *FAST[:-1])
+    assert again.exit_code == 0, again.output
+    assert "time per stage" in again.output and "segment" not in again.output.split("time per stage")[1]
+    lines = [m for m in manifest(tmp_path / "o2") if m.get("variant")]
+    assert all(m["mask"] == "segmenter within boxes (cached)" for m in lines)
+    for rel, masks in truth.items():
+        if "/train/" in rel:
+            before, after = pixels(src / rel), pixels(tmp_path / "o2" / rel.replace(".png", "_bd1.png"))
+            assert all(np.array_equal(after[m], before[m]) for m in masks)
+    off = invoke("augment", src, "-o", tmp_path / "o3", "-n", "1", "--seed", "3", "--mask-cache", "off", *FAST[:-1])
+    assert off.exit_code == 0 and "segment" in off.output.split("time per stage")[1]

@@ -204,6 +204,7 @@ def augment(
     save_masks: bool = typer.Option(False, "--save-masks", help="also write each image's mask and clean background under _backdrop/"),
     box_fallback: str = typer.Option("box", "--box-fallback", help="boxes-only labels, mask misses an object: box (keep the whole box) or skip"),
     box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover before --box-fallback applies"),
+    mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
     preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed, ..."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
@@ -264,7 +265,8 @@ def augment(
         return Job(config=cfg, out=str(dst), kind="dataset", inputs=(str(source),), format=fmt, splits=wanted,
                    copy_other_splits=copy_other_splits, include_originals=include_originals,
                    image_format=image_format, quality=quality, save_masks=save_masks, overwrite=overwrite,
-                   box_fallback=box_fallback, box_min_cover=box_cover)
+                   box_fallback=box_fallback, box_min_cover=box_cover,
+                   mask_cache=None if mask_cache.lower() in ("off", "none", "no", "") else mask_cache)
 
     job = guarded(debug, build)
     opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()

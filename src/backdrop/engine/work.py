@@ -14,6 +14,7 @@ picture a variant gets) from its rank in the sorted listing of the set.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -141,6 +142,7 @@ class Job:
     box_grow: float = 0.05  # boxes-only labels: the segmenter's mask is kept inside boxes grown by this share
     box_min_cover: float = 0.3  # ... and each box must be covered this much by the mask, else box_fallback
     box_fallback: Literal["box", "skip"] = "box"  # "box": keep the whole box; "skip": report and skip the image
+    mask_cache: Optional[str] = "auto"  # segmenter masks kept by image content: "auto" ($BACKDROP_HOME/cache/masks), a folder, or None
     base_seed: Optional[int] = None  # set by plan(): the run's resolved base seed
 
     # -- driver side -------------------------------------------------------------------------------
@@ -363,6 +365,7 @@ class Worker:
         self._dataset = dataset
         self.fingerprint = job.fingerprint()
         self.on_variant: Any = None  # called as on_variant(task, k, seconds since the task began)
+        self.cache = MaskCache.for_job(job)
 
     @property
     def pipe(self) -> Any:
@@ -446,8 +449,18 @@ class Worker:
                      f" ({n - len(missing)} of {n} done by an earlier run)" if len(missing) < n else "")
             loaded = load_image(task.path, max_pixels=job.config.max_pixels)
             mask, region, boxes = self._label_masks(item, loaded.image.size)
-            prep = self.pipe.prepare(loaded, mask=mask, region=region, on_progress=on_progress,
-                                     background=job.kind == "run" or job.save_masks)
+            key = None
+            if mask is None and self.cache is not None:  # the segmenter would run: perhaps it did before
+                key = self.cache.key(task.path, self.pipe.config.segment, region)
+                mask = self.cache.get(key, loaded.image.size)
+            prep = self.pipe.prepare(loaded, mask=mask, region=None if mask is not None else region,
+                                     on_progress=on_progress, background=job.kind == "run" or job.save_masks)
+            if key is not None:
+                if mask is None:
+                    self.cache.put(key, prep.mask)
+                else:
+                    prep.notes["mask_cache"] = "hit"
+                    log.info("mask from the cache (the segmenter made it for this image before)")
             check = None
             if boxes:
                 prep, check = self._box_check(prep, boxes, item)
@@ -560,6 +573,8 @@ class Worker:
         labels_ = getattr(item, "labels", None)
         mask_from = ("labels" if labels_ is not None and labels_.has_masks() else
                      "segmenter within boxes" if labels_ is not None and labels_.boxes() else "segmenter")
+        if prep.notes.get("mask_cache") == "hit":
+            mask_from += " (cached)"
         names = {stage: b.get("name") for stage, b in base.backends.items() if not b.get("skipped")}
         for v in self._variants(task, prep, missing):
             labels = pipe.labels(base, v)
@@ -588,6 +603,60 @@ class Worker:
             written += 1
             del v, files, data  # nothing of a written variant is held while the next one is made
         return written
+
+
+class MaskCache:
+    """Segmenter masks kept by the image's content, the segmenter's settings and the box region, so
+    augmenting the same images again (other seeds, more variants, another output) skips the
+    segmenter. About 5-20 kB a mask; delete the folder to clear it. Best effort: a cache that cannot
+    be read or written is passed over."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    @classmethod
+    def for_job(cls, job: "Job") -> Optional["MaskCache"]:
+        if not job.mask_cache:
+            return None
+        if job.mask_cache == "auto":
+            from ..models import home
+
+            return cls(home() / "cache" / "masks")
+        return cls(Path(job.mask_cache))
+
+    def key(self, path: str | Path, segment: Any, region: Optional[Image.Image]) -> str:
+        from .. import __version__
+
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(json.dumps({"segment": asdict(segment), "version": __version__}, sort_keys=True).encode())
+        if region is not None:
+            h.update(np.packbits(np.asarray(region) > 0).tobytes())
+        return h.hexdigest()[:40]
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.png"
+
+    def get(self, key: str, size: tuple[int, int]) -> Optional[Image.Image]:
+        try:
+            with Image.open(self._path(key)) as im:
+                im.load()
+                return im.convert("L") if im.size == size else None
+        except (OSError, ValueError, SyntaxError):
+            return None
+
+    def put(self, key: str, mask: Image.Image) -> None:
+        from ..outputs import write_new
+
+        try:
+            self._path(key).parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            mask.save(buf, "PNG", optimize=False)
+            write_new(self._path(key), buf.getvalue())
+        except (OSError, BackdropError) as exc:
+            log.debug("mask cache not written: %s", exc)
 
 
 def write_run_item(pipe: Any, w: Any, name: str, seed: int, prep: Any, variants: Any, log_text: Any) -> int:
