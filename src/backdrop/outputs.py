@@ -260,23 +260,15 @@ class OutputSet:
         """Atomically write or replace one of the set's *own* files (index files, the marker)."""
         # the temporary file lives in this run's own folder (same file system), so no other
         # run's clean-up can take it, and a kill leaves it where the next start removes it
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".bdtmp", dir=self._run_tmp or final.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o666 & ~_UMASK)
-            os.replace(tmp, final)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise io_error(exc, final) from None
+        with self.replace_stream(final, binary=True) as fh:
+            fh.write(data)
 
     @contextlib.contextmanager
-    def replace_stream(self, final: Path) -> Iterator[Any]:
-        """A text stream that atomically becomes ``final`` when the block ends without error."""
+    def replace_stream(self, final: Path, *, binary: bool = False) -> Iterator[Any]:
+        """A stream that atomically becomes ``final`` when the block ends without error."""
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".bdtmp", dir=self._run_tmp or final.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
                 yield fh
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, final)

@@ -48,10 +48,7 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
                 except OutputError as exc:
                     stopped = exc
                     break
-                summary.add(outcome)
-                if on_outcome:
-                    on_outcome(outcome)
-                bar.advance(outcome.written)
+                tally(summary, outcome, on_outcome, bar)
         summary.seconds = time.perf_counter() - t0
         job.finalize(plan.out, plan.dataset)
     finally:
@@ -59,6 +56,15 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     if stopped is not None:
         raise stopped
     return summary
+
+
+def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], bar: "_Progress") -> None:
+    """Count one finished task: into the summary, to the caller, on the progress display."""
+    summary.add(outcome)
+    if on_outcome:
+        on_outcome(outcome)
+    bar.describe(outcome.key)
+    bar.advance(outcome.written)
 
 
 class _Progress:

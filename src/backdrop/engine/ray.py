@@ -100,7 +100,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", "--engine ray")
     require("ray.data", "ray", "--engine ray")
-    from .local import _Progress
+    from .local import _Progress, tally
 
     if plan is None:
         from .work import start
@@ -123,11 +123,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
                         if kind != "outcome":
                             stopped = payload
                             break
-                        summary.add(payload)
-                        if on_outcome:
-                            on_outcome(payload)
-                        bar.describe(payload.key)
-                        bar.advance(payload.written)
+                        tally(summary, payload, on_outcome, bar)
         summary.seconds = time.perf_counter() - t0
         job.finalize(plan.out, plan.dataset)
     finally:
