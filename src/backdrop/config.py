@@ -22,6 +22,8 @@ from .errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Scheduler = Literal["default", "ddim", "pndm", "euler", "euler-a", "dpm++", "lms", "unipc"]
+RandomStyle = Literal["auto", "any", "microscopy", "studio", "outdoor"]
+RANDOM_STYLES: tuple[str, ...] = typing.get_args(RandomStyle)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    backend: str = "texture"  # registry name: texture, pool, sd-txt2img, sd-inpaint, sd-img2img
+    backend: str = "texture"  # registry name: texture, random, pool, sd-txt2img, sd-inpaint, sd-img2img
     model: Optional[str] = None  # sd-*: model id or local folder (None: the backend's default)
     steps: int = 30  # sd-*: denoising steps
     guidance: float = 7.5  # sd-*: classifier-free guidance scale
@@ -80,6 +82,7 @@ class GenerateConfig:
     backgrounds: Optional[str] = None  # pool: folder of background images
     patch: int = 48  # texture: patch size in pixels (at working resolution)
     variation: float = 0.08  # texture/pool: colour and brightness jitter (0 = none)
+    random_style: RandomStyle = "auto"  # random: palette/families; auto: from style words in the prompt, else any
 
 
 @dataclass(frozen=True)

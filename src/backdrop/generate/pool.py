@@ -41,6 +41,7 @@ class PoolGenerator:
 
     name = "pool"
     generative = False
+    uses_prompt = False  # made from pixels alone: caption and refine would be wasted work
 
     def __init__(self, config: GenerateConfig):
         self.config = config

@@ -55,6 +55,7 @@ class TextureGenerator:
 
     name = "texture"
     generative = False
+    uses_prompt = False  # made from pixels alone: caption and refine would be wasted work
 
     def __init__(self, config: GenerateConfig):
         self.config = config
