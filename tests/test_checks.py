@@ -147,3 +147,24 @@ def test_checks_config_in_pipeline_config_round_trips_and_validates():
         PipelineConfig.from_dict({"checks": {"retries": -1}})
     with pytest.raises(ConfigError, match="checks.copy_threshold"):
         PipelineConfig.from_dict({"checks": {"copy_threshold": 1.5}})
+
+
+def test_salient_object_check_with_real_isnet(monkeypatch):
+    """ISNet (when the model store holds it) finds a pasted copy of the object in a background."""
+    pytest.importorskip("rembg")
+    import os
+    from pathlib import Path
+
+    from backdrop import models
+
+    monkeypatch.setenv("BACKDROP_HOME", str(Path(os.environ.get("BACKDROP_TEST_MODELS") or models.default_home())))
+    if models.find("isnet-medium") is None:
+        pytest.skip("isnet-medium is not in the model store: `backdrop models pull isnet-medium`")
+    scene = _scene()
+    checker = BackgroundChecker(ChecksConfig(salient_object=True, segmenter="rembg", segment_model="isnet-medium",
+                                             object_copy=False, too_close=False, near_duplicate=False))
+    clean = render(W, H, 2, "studio")
+    before = _check(checker, scene, clean).scores["salient_object"]
+    res = _check(checker, scene, _paste_copy(clean, scene[0], scene[1]))
+    assert res.failed == ["salient_object"], (before, res.scores)
+    assert res.scores["salient_object"] > before, (before, res.scores)
