@@ -17,8 +17,8 @@ Styles (``GenerateConfig.random_style``): ``any`` (full gamut, every family), ``
 foliage, earth, stone colours; noise, fibres, blobs). ``auto`` picks one from style words in the
 request's prompt (a microscopy template says "microscopy"), else ``any``.
 
-All fields are computed at a working resolution (long side ``WORK_SIDE``) and upscaled; only the
-grain is drawn at full size. The same seed gives the same pixels; another seed, another background.
+All fields are computed on a canvas of long side ``WORK_SIDE`` and resized to the target, so a
+pattern keeps its scale relative to the frame at any size; only the grain is drawn at full size. The same seed gives the same pixels; another seed, another background.
 
 >>> from backdrop.config import GenerateConfig
 >>> RandomGenerator(GenerateConfig(backend="random")).describe()["model"]
@@ -100,7 +100,9 @@ def render(width: int, height: int, seed: int, style: str = "any") -> np.ndarray
         raise GenerationError(f"random: unknown style {style!r}; choose one of: {', '.join(RANDOM_STYLES)}")
     rng = np.random.default_rng(seed)
     spec = _STYLES[style]
-    scale = min(1.0, WORK_SIDE / max(width, height))
+    # a canvas of the same long side whatever the target size, so a seed's pattern has the same
+    # scale relative to the frame on a 32 px crop and a 4000 px photo (grain, cells, fibres alike)
+    scale = WORK_SIDE / max(width, height)
     h, w = max(8, round(height * scale)), max(8, round(width * scale))
 
     n_layers = int(rng.choice([1, 2, 3], p=spec["layers"]))
@@ -123,7 +125,9 @@ def render(width: int, height: int, seed: int, style: str = "any") -> np.ndarray
             img = np.where(img < 0.5, 2 * img * top, 1 - 2 * (1 - img) * (1 - top)) * 0.6 + img * 0.4
 
     img = _finish_small(rng, spec, img)
-    out = cv2.resize(img.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    shrink = width < w or height < h
+    out = cv2.resize(img.astype(np.float32), (width, height),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     grain = float(rng.choice([0.0, 0.0, rng.uniform(0.005, spec["grain"])]))
     if grain > 0:
         # the only full-resolution noise: sensor grain, so an upscaled field does not look plastic
