@@ -64,7 +64,7 @@ class Size:
     pool: int  # backgrounds in the pool folder
 
 
-DEFAULT = Size(side=32, train=1500, test=600, steps=1500, batch=48, seeds=(0, 1, 2), pool=80)
+DEFAULT = Size(side=32, train=1200, test=500, steps=1500, batch=32, seeds=(0, 1, 2), pool=80)
 QUICK = Size(side=32, train=60, test=30, steps=6, batch=16, seeds=(0,), pool=6)
 
 
@@ -278,12 +278,13 @@ def train_and_test(train: list[Sample], tests: dict, size: Size, seed: int) -> d
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.stack([s.image for s in train])).permute(0, 3, 1, 2).float().div(255)
     y = torch.tensor([s.label for s in train])
+    # small enough for 15 training runs on a shared 2-core machine; big enough to learn the shapes
     net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, K),
+        nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(12, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(24, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, K),
     )
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=size.steps)
