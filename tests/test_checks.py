@@ -164,7 +164,7 @@ def test_salient_object_check_with_real_isnet(monkeypatch):
     checker = BackgroundChecker(ChecksConfig(salient_object=True, segmenter="rembg", segment_model="isnet-medium",
                                              object_copy=False, too_close=False, near_duplicate=False))
     clean = render(W, H, 2, "studio")
-    before = _check(checker, scene, clean).scores["salient_object"]
+    before = _check(checker, scene, clean)
+    assert before.passed, before.scores  # ISNet's raw output: no object, no mask (rembg would stretch it)
     res = _check(checker, scene, _paste_copy(clean, scene[0], scene[1]))
-    assert res.failed == ["salient_object"], (before, res.scores)
-    assert res.scores["salient_object"] > before, (before, res.scores)
+    assert res.failed == ["salient_object"], res.scores

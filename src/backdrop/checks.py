@@ -8,8 +8,8 @@ A new background can spoil a training image in three ways, each a named check:
   colour) are template-matched over the new background at a few scales. Score: the best
   normalised correlation (1 = an exact copy).
 - ``salient_object``: the background holds *any* new salient object. A segmenter (``classical``
-  by default, weight-free; ``rembg`` with ISNet where the model is present) runs on the new
-  background; score: the largest foreground component outside the kept object, as a share of the
+  by default, weight-free; ``rembg`` with ISNet where the model is present, read before rembg
+  stretches its output) runs on the new background; score: the largest foreground component outside the kept object, as a share of the
   kept object's area, times the segmenter's confidence where it reports one. Costlier, and the classical segmenter is fooled by busy procedural textures,
   so it is off by default.
 - ``too_close``: the new background is too like the old one, so the class cue survives (a
@@ -164,12 +164,17 @@ class BackgroundChecker:
 
     def _salient_score(self, new_background: Image.Image, mask: np.ndarray, work: tuple[int, int]) -> float:
         seg = self._get_segmenter()
-        with _quietly() as rec:
-            found = seg(new_background.convert("RGB"))
-        # the classical segmenter says how sure it is; on a plain or evenly busy field it returns
-        # "the most distinct region" with a confidence near 0, which is no object
-        confidence = float(rec["notes"].get("segment_confidence", 1.0))
-        fg = _grey(found, work, cv2.INTER_NEAREST) >= 128
+        raw = _isnet_raw(seg, new_background)
+        if raw is not None:
+            fg = cv2.resize(raw, work, interpolation=cv2.INTER_LINEAR) >= 0.5
+            confidence = 1.0
+        else:
+            with _quietly() as rec:
+                found = seg(new_background.convert("RGB"))
+            # the classical segmenter says how sure it is; on a plain or evenly busy field it returns
+            # "the most distinct region" with a confidence near 0, which is no object
+            confidence = float(rec["notes"].get("segment_confidence", 1.0))
+            fg = _grey(found, work, cv2.INTER_NEAREST) >= 128
         fg &= ~mask  # what the kept object covers is hidden in the composite
         if not fg.any():
             return 0.0
@@ -190,6 +195,25 @@ class BackgroundChecker:
             cfg = SegmentConfig(backend=name, model=self.config.segment_model, grabcut=False)
             self._segmenter = SEGMENTERS.create(name, cfg)
         return self._segmenter
+
+
+def _isnet_raw(segmenter: Any, image: Image.Image) -> np.ndarray | None:
+    """ISNet's own saliency (0..1) for ``image`` when ``segmenter`` is a rembg ISNet session, else None.
+
+    rembg stretches each prediction to the full 0..1 range, so on a background without any object
+    its mask still shows "the most salient" patch; an object check needs the model's unstretched
+    output, which is near 0 everywhere on an empty scene.
+    """
+    session = getattr(segmenter, "session", None)
+    if session is None or type(session).__module__.rsplit(".", 1)[-1] not in _ISNET_SESSIONS:
+        return None
+    inputs = session.normalize(image.convert("RGB"), (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), (1024, 1024))
+    pred = session.inner_session.run(None, inputs)[0][0, 0]
+    return np.clip(pred, 0.0, 1.0).astype(np.float32)
+
+
+# rembg session modules that run ISNet with mean 0.5 inputs (dis_anime uses other means: not read raw)
+_ISNET_SESSIONS = {"dis_custom", "dis_general_use"}
 
 
 # -- the scores (plain functions, also used by the benchmark) --------------------------------------
