@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -128,6 +127,7 @@ class BackgroundChecker:
         ``old_background`` is the clean (inpainted) background and ``known`` marks its real
         pixels (255; None: all of it); ``earlier`` are the backgrounds already kept for this image.
         """
+        import cv2  # lazy: importing backdrop.checks (e.g. from the pipeline) stays light
         size = image.size
         for what, im in (("mask", mask), ("old background", old_background), ("known", known)):
             if im is not None and im.size != size:
@@ -163,6 +163,7 @@ class BackgroundChecker:
     # -- salient object ------------------------------------------------------------------------
 
     def _salient_score(self, new_background: Image.Image, mask: np.ndarray, work: tuple[int, int]) -> float:
+        import cv2
         seg = self._get_segmenter()
         raw = _isnet_raw(seg, new_background)
         if raw is not None:
@@ -228,6 +229,7 @@ def object_copy_score(image: np.ndarray, mask: np.ndarray, new: np.ndarray) -> f
     phase still matches), and its silhouette in a map of how close each pixel of ``new`` is to the
     object's colour (a plain object has no inner pattern to correlate, but its shape shows there).
     """
+    import cv2
     if not mask.any():
         return 0.0
     ys, xs = np.nonzero(mask)
@@ -264,6 +266,7 @@ def _match(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
     A flat window makes the normalisation 0/0 (or a huge ratio of tiny numbers), which would
     read as a perfect match.
     """
+    import cv2
     r = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED, mask=mask)
     grey = image.mean(axis=2) if image.ndim == 3 else image
     m = np.ascontiguousarray(mask[..., 0] if mask.ndim == 3 else mask)
@@ -277,6 +280,7 @@ def _match(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
 
 def colour_similarity(old: np.ndarray, old_mask: np.ndarray, new: np.ndarray) -> float:
     """1 - Bhattacharyya distance of Lab histograms: old background (its real pixels) vs new."""
+    import cv2
     if not old_mask.any():
         return 0.0
     hist = []
@@ -310,6 +314,7 @@ def _rgb(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 
 def _grey(image: Image.Image, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    import cv2
     a = np.asarray(image.convert("L"))
     if a.shape[::-1] != size:
         a = cv2.resize(a, size, interpolation=interpolation)
