@@ -1,6 +1,6 @@
 """Does a generator's augmentation help a model ignore the background? Measured on a shift task.
 
-    python benchmarks/augmentation_value.py            # default size (about 25 min on 2 shared cores)
+    python benchmarks/augmentation_value.py            # default size: ~5 min on 2 idle cores, ~20 when shared
     python benchmarks/augmentation_value.py --quick    # seconds: a smoke test of every code path
     python benchmarks/augmentation_value.py --sd-model PATH   # adds Stable Diffusion when present
 
