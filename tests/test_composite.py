@@ -118,7 +118,15 @@ def _whole_frame(img: Image.Image, mask: Image.Image, bg: Image.Image, config: C
     if config.feather > 0 and fg.any():
         alpha = np.maximum(alpha, np.clip((config.feather + 0.5 - _distance_outside(m)) / config.feather, 0.0, 1.0))
     band = (alpha > 0) & ~fg
-    source = _whole_frame_harmonize(src, new, band, fg) if config.harmonize and band.any() else src
+    source = src.copy()
+    if band.any() and fg.any():  # each band pixel: its nearest object pixel's colour
+        _, labels = cv2.distanceTransformWithLabels((~fg).astype(np.uint8), cv2.DIST_L2, 5,
+                                                    labelType=cv2.DIST_LABEL_PIXEL)
+        where = np.flatnonzero(fg.ravel())
+        lookup = np.zeros(len(where) + 1, np.int64)
+        lookup[labels.ravel()[where]] = where
+        source[band] = src.reshape(-1, 3)[lookup[labels[band]]]
+    source = _whole_frame_harmonize(source, new, band, fg) if config.harmonize and band.any() else source
     a = alpha[..., None]
     out = np.clip(source * a + new * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
     out[fg] = src[fg]
@@ -185,3 +193,44 @@ def test_composite_memory_is_a_few_bytes_per_pixel(radius, harmonize):
     finally:
         tracemalloc.stop()
     assert peak < 24 * side * side, f"{peak / side / side:.1f} bytes a pixel"
+
+@pytest.mark.parametrize("harmonize", [False, True])
+def test_feather_ring_carries_no_old_background(harmonize):
+    # issue #10: the band outside the mask used to fade from the *original* pixels, i.e. the old,
+    # class-tinted background; now it must look like the new background (plus the object's edge)
+    w, h = 120, 90
+    old = np.array([20, 220, 30])  # strongly green old background
+    new = np.array([40, 40, 200])  # blue new background
+    obj = np.array([128, 128, 128])  # a grey object
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = old
+    mask = np.zeros((h, w), np.uint8)
+    cv2.circle(mask, (60, 45), 20, 255, -1)
+    img[mask == 255] = obj
+    rng = np.random.default_rng(0)
+    bg = np.clip(new + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    out = composite(Image.fromarray(img), Image.fromarray(mask), Image.fromarray(bg),
+                    CompositeConfig(feather=3, harmonize=harmonize))
+    out = np.asarray(out).astype(float)
+    dist = _distance_outside(mask)
+    ring = (dist > 0) & (dist <= 3.5)
+    # green never rises above what the grey edge and the blue background could give
+    assert out[ring][:, 1].max() <= max(obj[1], new[1]) + 20
+    mean = out[ring].mean(0)
+    assert np.linalg.norm(mean - old) > 3 * np.linalg.norm(mean - (obj + new) / 2)
+    assert np.array_equal(out[mask == 255], img[mask == 255])  # the object stays byte-identical
+
+
+def test_feather_takes_each_band_pixel_from_the_nearest_object_pixel():
+    # a two-coloured object: the band beside each half carries that half's colour, not the other's
+    w, h = 60, 40
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = (0, 255, 0)  # old background
+    mask = np.zeros((h, w), np.uint8)
+    mask[10:30, 10:50] = 255
+    img[10:30, 10:30] = (255, 0, 0)
+    img[10:30, 30:50] = (0, 0, 255)
+    out = np.asarray(composite(Image.fromarray(img), Image.fromarray(mask), Image.new("RGB", (w, h)),
+                               CompositeConfig(feather=2))).astype(int)
+    assert out[9, 15, 0] > 100 and out[9, 15, 1:].max() == 0  # above the red half: red, faded
+    assert out[9, 45, 2] > 100 and out[9, 45, :2].max() == 0  # above the blue half: blue, faded

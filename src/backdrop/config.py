@@ -22,6 +22,8 @@ from .errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Scheduler = Literal["default", "ddim", "pndm", "euler", "euler-a", "dpm++", "lms", "unipc"]
+RandomStyle = Literal["auto", "any", "microscopy", "studio", "outdoor"]
+RANDOM_STYLES: tuple[str, ...] = typing.get_args(RandomStyle)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    backend: str = "texture"  # registry name: texture, pool, sd-txt2img, sd-inpaint, sd-img2img
+    backend: str = "texture"  # registry name: texture, random, pool, sd-txt2img, sd-inpaint, sd-img2img
     model: Optional[str] = None  # sd-*: model id or local folder (None: the backend's default)
     steps: int = 30  # sd-*: denoising steps
     guidance: float = 7.5  # sd-*: classifier-free guidance scale
@@ -80,12 +82,29 @@ class GenerateConfig:
     backgrounds: Optional[str] = None  # pool: folder of background images
     patch: int = 48  # texture: patch size in pixels (at working resolution)
     variation: float = 0.08  # texture/pool: colour and brightness jitter (0 = none)
+    random_style: RandomStyle = "auto"  # random: palette/families; auto: from style words in the prompt, else any
 
 
 @dataclass(frozen=True)
 class CompositeConfig:
     feather: int = 2  # width of the soft edge, in pixels, outside the kept foreground
     harmonize: bool = False  # match the edge's colour to the new background (the edge only)
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    object_copy: bool = True  # fail a background that shows a copy of the kept object (template match, cheap)
+    salient_object: bool = False  # fail a background in which a segmenter finds a new object (slower)
+    too_close: bool = True  # fail a background whose colours match the old one's (the class cue survives)
+    near_duplicate: bool = True  # fail a background that repeats an earlier variant of the same image
+    copy_threshold: float = 0.85  # object_copy: fail at this normalised correlation (1 = exact copy)
+    salient_threshold: float = 0.3  # salient_object: fail at a new component this large (share of the object's area)
+    close_threshold: float = 0.75  # too_close: fail at this colour-histogram similarity (1 = same colours)
+    duplicate_threshold: float = 0.97  # near_duplicate: fail at this thumbnail similarity (1 = identical)
+    segmenter: str = "classical"  # salient_object: segment backend run on the new background (classical, rembg)
+    segment_model: str = "isnet-medium"  # salient_object with rembg: model name, store name or .onnx path
+    retries: int = 2  # a failing variant is regenerated with the next seed up to this many times
+    on_fail: Literal["keep", "drop"] = "keep"  # still failing after the retries: keep it (with a warning) or drop it
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,7 @@ class PipelineConfig:
     prompt: Optional[str] = None  # a fixed prompt: skips caption and refine
     negative: Optional[str] = None  # a negative prompt that replaces the style's
     max_pixels: int = 60_000_000  # inputs larger than this are refused before decoding
+    checks: ChecksConfig = field(default_factory=ChecksConfig)  # checks on every generated background
 
     def __post_init__(self) -> None:
         validate(self)
@@ -221,6 +241,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "generate.patch": (8, 512),
     "generate.variation": (0.0, 1.0),
     "composite.feather": (0, 64),
+    "checks.copy_threshold": (0.0, 1.0),
+    "checks.salient_threshold": (0.0, 100.0),
+    "checks.close_threshold": (0.0, 1.0),
+    "checks.duplicate_threshold": (0.0, 1.0),
+    "checks.retries": (0, 20),
 }
 
 

@@ -1,0 +1,406 @@
+"""Does a generator's augmentation help a model ignore the background? Measured on a shift task.
+
+    python benchmarks/augmentation_value.py            # default size: ~5 min on 2 idle cores, ~20 when shared
+    python benchmarks/augmentation_value.py --quick    # seconds: a smoke test of every code path
+    python benchmarks/augmentation_value.py --sd-model PATH   # adds Stable Diffusion when present
+
+The task (built here, offline, from fixed seeds):
+
+- **objects**: five shape classes (disc, triangle, cross, ring, star) with random size, rotation,
+  position, colour over the full gamut and inner grain, so the class never depends on colour;
+  each comes with its exact mask;
+- **training backgrounds**: five procedural families (pink smooth gradient, blue fine noise,
+  green blotches, brown stripes, dark grey speckle); class *c* sits on family *c* with
+  probability ``--correlation`` (0.9), so the background alone nearly predicts the class;
+- **test sets**: in-distribution (the same correlation), OOD *swapped* (every object on another
+  class's family) and OOD *novel* (five families never seen in training: checks, rings, plaid,
+  hatching, dots, in colours over the full gamut).
+
+Conditions, each the originals plus ``--variants`` composites per image made with the library's
+own code (``GENERATORS.create(...)`` and ``backdrop.composite.composite`` with the true masks and
+the default ``CompositeConfig``): ``originals`` (none added), ``texture``, ``random``, ``pool``
+(a folder of unrelated procedural backgrounds written to a temporary folder), ``oracle`` (new
+backgrounds from the training families, drawn independently of the class), and ``sd-txt2img``
+when ``--sd-model`` names a model that loads here (skipped otherwise, and the table says so).
+
+Every condition trains the same small CNN (CPU, torch) for the same number of steps with the same
+batch size, for each seed. The table gives accuracy per test set (mean over seeds, ± the spread)
+and the share of the originals-to-oracle gap each condition closes on the OOD sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from backdrop.composite import composite
+from backdrop.config import CompositeConfig, GenerateConfig
+from backdrop.generate import GENERATORS
+from backdrop.types import GenerateRequest, Prompt
+
+CLASSES = ("disc", "triangle", "cross", "ring", "star")
+K = len(CLASSES)
+CONDITIONS = ("originals", "texture", "random", "pool", "oracle", "sd-txt2img")
+
+
+@dataclass(frozen=True)
+class Size:
+    side: int  # image side, px
+    train: int  # original training images
+    test: int  # images per test set
+    steps: int  # SGD steps per training run (the same for every condition)
+    batch: int
+    seeds: tuple[int, ...]
+    pool: int  # backgrounds in the pool folder
+
+
+DEFAULT = Size(side=32, train=1200, test=500, steps=1500, batch=32, seeds=(0, 1, 2), pool=80)
+QUICK = Size(side=32, train=60, test=30, steps=6, batch=16, seeds=(0,), pool=6)
+
+
+# -- colours and objects -----------------------------------------------------------------------
+
+
+def hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1))) * 255.0
+
+
+def shape_mask(cls: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A binary (0/255) mask of one object of class ``cls``: random size, rotation and position."""
+    m = np.zeros((side, side), np.uint8)
+    r = side * rng.uniform(0.2, 0.32)
+    cx = side / 2 + rng.uniform(-0.12, 0.12) * side
+    cy = side / 2 + rng.uniform(-0.12, 0.12) * side
+    a0 = rng.uniform(0, 2 * np.pi)
+
+    def poly(radii, n):
+        ang = a0 + np.arange(n) * 2 * np.pi / n
+        pts = np.stack([cx + radii * np.cos(ang), cy + radii * np.sin(ang)], 1)
+        cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 255)
+
+    if cls == 0:  # disc (slightly elliptical)
+        cv2.ellipse(m, (round(cx), round(cy)), (round(r), round(r * rng.uniform(0.75, 1.0))),
+                    np.degrees(a0), 0, 360, 255, -1)
+    elif cls == 1:  # triangle
+        poly(np.full(3, r * 1.1), 3)
+    elif cls == 2:  # cross: two bars
+        for k in range(2):
+            ang = a0 + k * np.pi / 2
+            dx, dy = np.cos(ang), np.sin(ang)
+            w = r * 0.32
+            pts = np.array([[cx - dx * r - dy * w, cy - dy * r + dx * w], [cx + dx * r - dy * w, cy + dy * r + dx * w],
+                            [cx + dx * r + dy * w, cy + dy * r - dx * w], [cx - dx * r + dy * w, cy - dy * r - dx * w]])
+            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 255)
+    elif cls == 3:  # ring: its hole shows the background
+        cv2.circle(m, (round(cx), round(cy)), round(r), 255, -1)
+        cv2.circle(m, (round(cx), round(cy)), round(r * rng.uniform(0.45, 0.6)), 0, -1)
+    else:  # five-pointed star
+        radii = np.where(np.arange(10) % 2 == 0, r * 1.1, r * 0.45)
+        poly(radii, 10)
+    return m
+
+
+def object_pixels(side: int, rng: np.random.Generator) -> np.ndarray:
+    """The object's look: a colour over the whole gamut, a shading gradient, inner grain."""
+    base = hsv(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.25, 1.0))
+    y, x = np.mgrid[0:side, 0:side] / side
+    ang = rng.uniform(0, 2 * np.pi)
+    shade = 1 + 0.25 * ((x - 0.5) * np.cos(ang) + (y - 0.5) * np.sin(ang))
+    grain = rng.normal(0, 12, (side, side, 1))
+    return base * shade[..., None] + grain
+
+
+# -- backgrounds -------------------------------------------------------------------------------
+
+
+def _noise(rng, side, cells):
+    return cv2.resize(rng.random((cells, cells)).astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def _two_tone(t: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0, 1)[..., None]
+    return c0 * (1 - t) + c1 * t
+
+
+def train_family(fam: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """Training background of family ``fam`` (each has its own hue and texture)."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    j = lambda: rng.uniform(-0.03, 0.03)  # noqa: E731  (small within-family hue jitter)
+    if fam == 0:  # pink smooth gradient (H&E-like)
+        ang = rng.uniform(0, 2 * np.pi)
+        t = 0.5 + 0.6 * ((x - 0.5) * np.cos(ang) + (y - 0.5) * np.sin(ang))
+        img = _two_tone(t, hsv(0.92 + j(), 0.25, 0.95), hsv(0.9 + j(), 0.5, 0.8))
+    elif fam == 1:  # blue fine noise
+        t = cv2.GaussianBlur(rng.random((side, side)).astype(np.float32), (0, 0), 0.8) * 2 - 0.5
+        img = _two_tone(t, hsv(0.6 + j(), 0.8, 0.35), hsv(0.58 + j(), 0.6, 0.75))
+    elif fam == 2:  # green blotches
+        t = (_noise(rng, side, 4) + 0.5 * _noise(rng, side, 8)) / 1.5
+        img = _two_tone(t * 1.6 - 0.3, hsv(0.3 + j(), 0.7, 0.3), hsv(0.27 + j(), 0.5, 0.8))
+    elif fam == 3:  # brown stripes
+        ang = rng.uniform(0, np.pi)
+        f = rng.uniform(3, 6)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * f * (x * np.cos(ang) + y * np.sin(ang)))
+        img = _two_tone(t, hsv(0.08 + j(), 0.7, 0.35), hsv(0.1 + j(), 0.5, 0.7))
+    else:  # dark grey with bright speckles
+        img = np.full((side, side, 3), rng.uniform(35, 60))
+        n = int(side * side / 40)
+        img[rng.integers(0, side, n), rng.integers(0, side, n)] = rng.uniform(150, 230)
+        img = cv2.GaussianBlur(img, (0, 0), 0.5)
+    return img + rng.normal(0, 4, img.shape)
+
+
+def novel_family(fam: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """Test-only backgrounds: textures never seen in training, colours over the full gamut."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    c0 = hsv(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1))
+    c1 = hsv(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1))
+    if fam == 0:  # checks
+        n = rng.uniform(3, 8)
+        t = ((np.floor(x * n) + np.floor(y * n)) % 2).astype(np.float32)
+    elif fam == 1:  # concentric rings
+        cx, cy = rng.uniform(0, 1, 2)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 7) * np.hypot(x - cx, y - cy))
+    elif fam == 2:  # plaid
+        f1, f2 = rng.uniform(2, 6, 2)
+        t = 0.5 * (np.sin(2 * np.pi * f1 * x) > 0.3) + 0.5 * (np.sin(2 * np.pi * f2 * y) > 0.3)
+    elif fam == 3:  # fine diagonal hatching
+        t = (np.sin(2 * np.pi * rng.uniform(8, 14) * (x + y * rng.choice([-1, 1]))) > 0).astype(np.float32)
+    else:  # a grid of dots
+        n = rng.uniform(4, 9)
+        t = (np.hypot((x * n) % 1 - 0.5, (y * n) % 1 - 0.5) < 0.25).astype(np.float32)
+    return _two_tone(t, c0, c1) + rng.normal(0, 4, (side, side, 3))
+
+
+def pool_picture(rng: np.random.Generator, side: int) -> np.ndarray:
+    """One 'unrelated photo' for the pool: soft blotches of several colours, some blur and grain."""
+    colours = [hsv(rng.random(), rng.uniform(0, 1), rng.uniform(0.1, 1)) for _ in range(4)]
+    img = np.zeros((side, side, 3))
+    weights = np.stack([_noise(rng, side, int(rng.integers(2, 6))) ** 3 for _ in colours])
+    weights /= weights.sum(0, keepdims=True)
+    for wgt, c in zip(weights, colours):
+        img += wgt[..., None] * c
+    return img + rng.normal(0, 5, img.shape)
+
+
+def u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+
+# -- data sets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # uint8 (side, side, 3)
+    mask: np.ndarray  # uint8 0/255
+    background: np.ndarray  # the clean background it was made on
+    label: int
+
+
+def make_sample(cls: int, side: int, rng: np.random.Generator, background: np.ndarray) -> Sample:
+    mask = shape_mask(cls, side, rng)
+    obj = object_pixels(side, rng)
+    fg = mask == 255
+    img = background.copy()
+    img[fg] = obj[fg]
+    bg = u8(background)
+    return Sample(u8(img), mask, bg, cls)
+
+
+def build_sets(size: Size, seed: int, correlation: float):
+    rng = np.random.default_rng(seed * 1000 + 1)
+    side = size.side
+
+    def correlated(n):
+        out = []
+        for i in range(n):
+            cls = i % K
+            fam = cls if rng.random() < correlation else int(rng.integers(K))
+            out.append(make_sample(cls, side, rng, train_family(fam, side, rng)))
+        return out
+
+    train = correlated(size.train)
+    test_id = correlated(size.test)
+    swapped = [make_sample(i % K, side, rng, train_family((i % K + int(rng.integers(1, K))) % K, side, rng))
+               for i in range(size.test)]
+    novel = [make_sample(i % K, side, rng, novel_family(int(rng.integers(K)), side, rng)) for i in range(size.test)]
+    return train, {"in-dist": test_id, "OOD swapped": swapped, "OOD novel": novel}
+
+
+def augment(train: list[Sample], condition: str, variants: int, seed: int, pool_dir: Path, sd_model: str | None):
+    """The extra composites for ``condition``, made with the library's generators and composite."""
+    if condition == "originals":
+        return []
+    cfg = CompositeConfig()  # the default feather (and its halo fix) is what users get
+    rng = np.random.default_rng(seed * 1000 + 7)
+    gen = None
+    if condition == "pool":
+        gen = GENERATORS.create("pool", GenerateConfig(backend="pool", backgrounds=str(pool_dir)))
+    elif condition == "sd-txt2img":
+        gen = GENERATORS.create("sd-txt2img", GenerateConfig(backend="sd-txt2img", model=sd_model, steps=20))
+    elif condition != "oracle":
+        gen = GENERATORS.create(condition, GenerateConfig(backend=condition))
+    out = []
+    kernel = np.ones((5, 5), np.uint8)
+    for i, s in enumerate(train):
+        image, mask = Image.fromarray(s.image), Image.fromarray(s.mask)
+        known = Image.fromarray(np.where(cv2.dilate(s.mask, kernel) == 0, 255, 0).astype(np.uint8))
+        for k in range(variants):
+            if gen is None:  # oracle: a fresh training-family background, whatever the class
+                bg = Image.fromarray(u8(train_family(int(rng.integers(K)), s.image.shape[0], rng)))
+            else:
+                request = GenerateRequest(image, mask, Image.fromarray(s.background), known,
+                                          Prompt("a background, empty scene"), seed=seed * 100000 + i * variants + k)
+                bg = gen(request)
+            comp = composite(image, mask, bg, cfg)
+            out.append(Sample(np.asarray(comp), s.mask, np.asarray(bg), s.label))
+    return out
+
+
+# -- model -------------------------------------------------------------------------------------
+
+
+def train_and_test(train: list[Sample], tests: dict, size: Size, seed: int) -> dict[str, float]:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.stack([s.image for s in train])).permute(0, 3, 1, 2).float().div(255)
+    y = torch.tensor([s.label for s in train])
+    # small enough for 15 training runs on a shared 2-core machine; big enough to learn the shapes
+    net = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(12, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(24, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(48, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, K),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=size.steps)
+    lossf = nn.CrossEntropyLoss()
+    net.train()
+    for _ in range(size.steps):
+        idx = torch.randint(len(x), (size.batch,), generator=gen)
+        xb = x[idx]
+        flip = torch.rand(size.batch, generator=gen) < 0.5  # flips: shapes keep their class
+        xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+        loss = lossf(net(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    acc = {}
+    with torch.no_grad():
+        for name, samples in tests.items():
+            xt = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float().div(255)
+            yt = torch.tensor([s.label for s in samples])
+            pred = torch.cat([net(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+            acc[name] = float((pred == yt).float().mean())
+    return acc
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def sd_usable(sd_model: str | None) -> str | None:
+    """None when Stable Diffusion can run here, else why it is skipped."""
+    if not sd_model:
+        return "no --sd-model given"
+    avail = GENERATORS.availability("sd-txt2img", GenerateConfig(backend="sd-txt2img", model=sd_model))
+    return None if avail.usable else avail.reason
+
+
+def run(size: Size, correlation: float, variants: int, sd_model: str | None, threads: int, out=sys.stdout,
+        only: list[str] | None = None) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("backdrop").setLevel(logging.ERROR)  # texture warns about small patches at 48 px
+    skip_sd = sd_usable(sd_model)
+    conditions = [c for c in CONDITIONS if not (c == "sd-txt2img" and skip_sd)]
+    if only:
+        conditions = [c for c in conditions if c in only or c in ("originals", "oracle")]
+    results: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="backdrop-pool-") as tmp:
+        pool_dir = Path(tmp)
+        prng = np.random.default_rng(12345)
+        for i in range(size.pool):
+            Image.fromarray(u8(pool_picture(prng, 2 * size.side))).save(pool_dir / f"bg_{i:03d}.png")
+        for seed in size.seeds:
+            train, tests = build_sets(size, seed, correlation)
+            for cond in conditions:
+                t0 = time.perf_counter()
+                extra = augment(train, cond, variants, seed, pool_dir, sd_model)
+                t1 = time.perf_counter()
+                acc = train_and_test(train + extra, tests, size, seed)
+                results[cond].append(acc)
+                print(f"seed {seed} {cond:<11} " + " ".join(f"{k} {v:.3f}" for k, v in acc.items())
+                      + f"  (augment {t1 - t0:.1f}s, train {time.perf_counter() - t1:.1f}s)", file=out, flush=True)
+    total = time.perf_counter() - started
+    print_table(results, size, correlation, variants, skip_sd, total, out)
+    return results
+
+
+def print_table(results, size, correlation, variants, skip_sd, total, out) -> None:
+    sets = ["in-dist", "OOD swapped", "OOD novel"]
+    mean = {c: {s: float(np.mean([r[s] for r in rs])) for s in sets} for c, rs in results.items()}
+    spread = {c: {s: float(np.std([r[s] for r in rs])) for s in sets} for c, rs in results.items()}
+    base, oracle = mean["originals"], mean["oracle"]
+    print(file=out)
+    print(f"settings: {size.side}x{size.side} px, {size.train} training images (+{variants} variants each), "
+          f"{size.test} per test set, {size.steps} steps of batch {size.batch}, seeds {list(size.seeds)}, "
+          f"class-background correlation {correlation}, default CompositeConfig; {total / 60:.1f} min", file=out)
+    print(file=out)
+    print("| training data | in-distribution | OOD (swapped) | OOD (novel) "
+          "| OOD gap closed (swapped / novel / both) |", file=out)
+    print("|---|---|---|---|---|", file=out)
+    for cond in CONDITIONS:
+        if cond not in mean:
+            why = skip_sd if cond == "sd-txt2img" and skip_sd else "not asked for"
+            print(f"| {cond} | skipped: {why} | | | |", file=out)
+            continue
+        cells = [f"{100 * mean[cond][s]:.1f} ± {100 * spread[cond][s]:.1f} %" for s in sets]
+        closed = []
+        for part in (sets[1:2], sets[2:3], sets[1:]):  # swapped, novel, both together
+            gap = sum(oracle[s] - base[s] for s in part)
+            gain = sum(mean[cond][s] - base[s] for s in part)
+            closed.append(f"{100 * gain / gap:+.0f} %" if abs(gap) > 1e-9 else "n/a")
+        label = cond if cond in ("originals", "oracle") else f"+ {variants} `{cond}` variants each"
+        print(f"| {label} | " + " | ".join(cells) + f" | {' / '.join(closed)} |", file=out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run (seconds): every code path, no meaning")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
+    parser.add_argument("--steps", type=int, help="override the training steps")
+    parser.add_argument("--correlation", type=float, default=0.9, help="P(class c on its own background family)")
+    parser.add_argument("--variants", type=int, default=2, help="composites added per training image")
+    parser.add_argument("--sd-model", help="a Stable Diffusion model (folder or id) to add as a condition")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a shared machine more threads spin and run 10x slower)")
+    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, help="run only these (originals and oracle always)")
+    args = parser.parse_args(argv)
+    size = QUICK if args.quick else DEFAULT
+    if args.seeds:
+        size = Size(**{**size.__dict__, "seeds": tuple(args.seeds)})
+    if args.steps:
+        size = Size(**{**size.__dict__, "steps": args.steps})
+    run(size, args.correlation, args.variants, args.sd_model, args.threads, only=args.conditions)
+
+
+if __name__ == "__main__":
+    main()
