@@ -80,6 +80,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """Module- and session-scoped fixtures run before the per-test home below: give them an empty
+    store and cache of their own too, never the user's."""
+    if "BACKDROP_TEST_KEEP_HOME" in os.environ:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BACKDROP_HOME", str(tmp_path_factory.mktemp("session_home")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Each test gets its own empty model store unless it sets BACKDROP_HOME itself."""

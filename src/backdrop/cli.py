@@ -142,7 +142,16 @@ def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: 
         cfg = apply_preset(preset, cfg)
     overrides = {stage: {k: v for k, v in opts.items() if v is not None} for stage, opts in stages.items()}
     cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v})
-    return cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
+    cfg = cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
+    style = stages.get("refine", {}).get("style")
+    if style and cfg.generate.backend == "random" and cfg.generate.random_style == "auto":
+        # --style picks the random generator's domain too (microscopy, studio, outdoor)
+        from .generate.random import resolve_style
+        from .styles import get_style
+
+        chosen = get_style(style, cfg.refine.styles_file)
+        cfg = cfg.with_overrides(generate={"random_style": resolve_style("auto", f"{style} {chosen.description}")})
+    return cfg
 
 
 def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:

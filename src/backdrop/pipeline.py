@@ -55,6 +55,12 @@ def variant_seed(base: int, k: int) -> int:
     return (base + k - 1) % 2**32
 
 
+def retry_seed(seed: int, attempt: int) -> int:
+    """The seed of a variant's ``attempt``-th regeneration after a failed background check: far
+    from every other variant's seed (``seed + k`` would repeat the next variant's background)."""
+    return (seed + attempt * 0x9E3779B1) % 2**32
+
+
 def item_seed(base: int, rel: str) -> int:
     """An image's own seed: from the run's base seed and the image's path relative to its data
     set root, so every image gets other backgrounds, and reordering, resuming, sharding or adding
@@ -284,6 +290,8 @@ class Pipeline:
         progress = on_progress or prep.progress or (lambda stage, i, total: None)
         batch = max(1, int(_batch_size(gen, cfg)))
         label = Path(prep.source["path"]).name if prep.source.get("path") else None
+        checker = self.checker
+        earlier: list[Image.Image] = []  # small copies of the kept backgrounds (near_duplicate)
         for start in range(0, n, batch):
             chunk = list(range(start, min(n, start + batch)))
             with runlog.collecting(label=label) as rec:
@@ -304,10 +312,58 @@ class Pipeline:
             for j, i in enumerate(chunk):
                 bg = _rgb_at(images[j], prep.image.size)
                 images[j] = None  # hand each image over, hold none: a large -n stays one variant deep
+                seed = seeds[i]
+                if checker is not None:
+                    bg, seed, keep = self._checked(prep, requests[j], bg, checker, earlier, label)
+                    if not keep:
+                        continue
                 comp = prep.timed("composite", lambda: composite(prep.image, prep.mask, bg, cfg.composite))
-                yield Variant(i + 1, seeds[i], bg, comp)
+                yield Variant(i + 1, seed, bg, comp)
                 del bg, comp
             del images, requests
+
+    @property
+    def checker(self) -> Any:
+        """The background checker, when any check is on (built once)."""
+        if not hasattr(self, "_checker"):
+            from .checks import BackgroundChecker
+
+            cfg = self.config.checks
+            if getattr(self.generator, "keeps_background_colours", False):
+                # texture re-synthesises the image's own background by design: its variants look
+                # like the old background and like each other, so these two checks always fire
+                cfg = replace(cfg, too_close=False, near_duplicate=False)
+            checker = BackgroundChecker(cfg)
+            self._checker = checker if checker.enabled() else None
+        return self._checker
+
+    def _checked(self, prep: "Prepared", request: GenerateRequest, bg: Image.Image, checker: Any,
+                 earlier: list[Image.Image], label: str | None) -> tuple[Image.Image, int, bool]:
+        """Check one generated background; regenerate a failing one with a retry seed (up to
+        ``checks.retries`` times), then keep it with a warning or drop it (``checks.on_fail``).
+        Returns (background, the seed that made it, keep?). The result goes into the notes."""
+        cfg = self.config.checks
+        old = prep.background if prep.background is not None else prep.image  # its real pixels: ``known``
+        seed, tries = request.seed, 0
+        while True:
+            result = prep.timed("checks", lambda: checker.check(prep.image, prep.mask, old, prep.known, bg, earlier))
+            if result.passed or tries >= cfg.retries:
+                break
+            tries += 1
+            seed = retry_seed(request.seed, tries)
+            bg = prep.timed("generate", lambda: _rgb_at(self.generator(replace(request, seed=seed)), prep.image.size))
+        record = {**result.to_dict(), "tries": tries + 1, "seed": seed}
+        keep = result.passed or cfg.on_fail == "keep"
+        if not result.passed:
+            record["kept"] = keep
+            msg = (f"variant seed {request.seed}: background failed {', '.join(result.failed)} after {tries + 1} "
+                   f"tries; {'kept' if keep else 'dropped'}")
+            prep.warnings.append(msg)
+            log.warning("%s: %s", label, msg) if label else log.warning(msg)
+        prep.notes[f"checks.seed{seed}"] = record
+        if keep:
+            earlier.append(bg.resize((64, 64), Image.Resampling.BOX))
+        return bg, seed, keep
 
     # -- saving -----------------------------------------------------------------------------------
     def record(self, result: Result) -> dict[str, Any]:

@@ -576,6 +576,8 @@ class Worker:
         if prep.notes.get("mask_cache") == "hit":
             mask_from += " (cached)"
         names = {stage: b.get("name") for stage, b in base.backends.items() if not b.get("skipped")}
+        if prep.background is None:  # no stage read a clean background: the inpainter did not run
+            names.pop("inpaint", None)
         for v in self._variants(task, prep, missing):
             labels = pipe.labels(base, v)
             rel = ds.variant_rel(item, v.index, ext)

@@ -59,6 +59,7 @@ class RandomGenerator:
     name = "random"
     generative = False
     uses_prompt = False  # the prompt is never needed (``auto`` only glances at it for a style word)
+    uses_background = False  # it draws its own: no clean background (inpainting) needed
 
     def __init__(self, config: GenerateConfig):
         self.config = config

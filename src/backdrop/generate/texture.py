@@ -57,6 +57,7 @@ class TextureGenerator:
     name = "texture"
     generative = False
     uses_prompt = False  # the pipeline skips caption and refine for it
+    keeps_background_colours = True  # by design: too_close and near_duplicate checks do not apply to it
 
     def __init__(self, config: GenerateConfig):
         self.config = config
