@@ -573,8 +573,6 @@ class Worker:
         labels_ = getattr(item, "labels", None)
         mask_from = ("labels" if labels_ is not None and labels_.has_masks() else
                      "segmenter within boxes" if labels_ is not None and labels_.boxes() else "segmenter")
-        if prep.notes.get("mask_cache") == "hit":
-            mask_from += " (cached)"
         names = {stage: b.get("name") for stage, b in base.backends.items() if not b.get("skipped")}
         if prep.background is None:  # no stage read a clean background: the inpainter did not run
             names.pop("inpaint", None)
@@ -595,9 +593,9 @@ class Worker:
             bg = prep.notes.get(f"pool.file.seed{v.seed}")
             if bg:
                 man["background"] = bg
-            man["checks"] = prep.notes.get(f"checks.seed{v.seed}")
-            if man["checks"] is None:
-                del man["checks"]
+            checks = prep.notes.get(f"checks.seed{v.seed}")
+            if checks is not None:  # the manifest stays the same run to run: no timings in it
+                man["checks"] = {k: val for k, val in checks.items() if k != "seconds"}
             w.write_part(f"v{v.index}", files, {
                 "manifest": man, "seed": v.seed,
                 "format": {"rel": rel, "source": item.rel, "split": item.split, "variant": v.index,
