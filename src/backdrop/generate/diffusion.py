@@ -305,6 +305,15 @@ def resolve_lora(source: str) -> Path:
         raise ModelNotFoundError(str(exc)) from exc
 
 
+def lora_missing(source: str) -> Optional[str]:
+    """None when the LoRA ``source`` is here (file, folder, pulled store entry, cached Hub id)."""
+    path = Path(source).expanduser()
+    if path.is_file() or path.is_dir():
+        return None
+    reason = hf.missing_reason(source, LORA_FILE)
+    return f"LoRA: {reason}" if reason else None
+
+
 def _lora_name(source: str, file: Path) -> str:
     if file.name != LORA_FILE:
         return file.stem
@@ -482,9 +491,24 @@ class _DiffusionGenerator:
             return f"LoRA needs the 'peft' package: pip install 'backdrop[{EXTRA}]'"
         try:
             pick_device(config.device)
+            specs = [LoraSpec.parse(text) for text in config.lora]
         except ConfigError as exc:
             return str(exc)
-        return hf.missing_reason(config.model or cls.default_model, "model_index.json")
+        model = config.model or cls.default_model
+        reason = hf.missing_reason(model, "model_index.json")
+        if reason:
+            return reason
+        # what the name says of the family (the loaded model's config decides at load time)
+        profile = PROFILES[config.profile] if config.profile != "auto" else guess_profile(hf.canonical(model))
+        for spec in specs:
+            source = profile.lcm_lora if spec.source == "lcm" else spec.source
+            if source and (reason := lora_missing(source)):
+                return reason
+        if config.tiny_vae:
+            source = profile.tiny_vae if config.tiny_vae == "auto" else config.tiny_vae
+            if reason := hf.missing_reason(source, "config.json"):
+                return f"tiny VAE: {reason}"
+        return None
 
     @property
     def loaded(self) -> bool:
