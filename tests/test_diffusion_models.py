@@ -364,3 +364,25 @@ def test_cli_passes_the_new_generate_options(tmp_path, tiny_sd, loras):
     assert run["config"]["generate"]["batch_size"] == 2 and run["config"]["refine"]["threads"] == 1
     fields = read_metadata(out / "thing" / "composite_1.png")["parsed"]["fields"]
     assert fields["Sampler"] == "PLMS" and fields["Steps"] == "2"
+
+
+def test_studio_lora_tiny_vae_and_presets(tiny_sd, tiny_taesd, loras):
+    from backdrop.generate.diffusion import load_txt2img
+    from backdrop.studio import core
+
+    assert core.speed_settings("custom", f"{loras['style']}:0.5\n") == {
+        "lora": (f"{loras['style']}:0.5",), "tiny_vae": None, "profile_sampling": False, "scheduler": None}
+    fast = core.speed_settings("fast", "", str(tiny_taesd))
+    assert fast["lora"] == ("lcm",) and fast["tiny_vae"] == str(tiny_taesd)
+    assert "backdrop models pull lcm-lora-sdv1-5" in core.model_problem(str(tiny_sd), "cpu", lora=fast["lora"])
+    assert core.speed_settings("quality")["scheduler"] == "dpm++"
+
+    gen = core.Txt2Img(load_txt2img(_cfg(tiny_sd, lora=(f"{loras['style']}:0.5",), tiny_vae=str(tiny_taesd))))
+    images, described = gen.generate(Prompt("a photo of the sea", "blurry"), seed=3, width=64, height=64,
+                                     num_images=2, steps=2, guidance=None, scheduler="default")
+    assert len(images) == 2 and described["steps"] == 2 and described["cfg_scale"] == 7.5  # the profile's CFG
+    text = core.a1111_for(Prompt("a photo of the sea", "blurry"), described, seed=3, size=(64, 64), model="m")
+    parsed = parse_a1111(text)
+    assert parsed["prompt"] == "a photo of the sea <lora:style:0.5>"
+    assert parsed["fields"]["Lora hashes"] == f"style: {a1111_lora_hash(loras['style'])}"
+    assert parsed["fields"]["VAE"] == tiny_taesd.name and parsed["fields"]["Sampler"] == "PLMS"
