@@ -296,7 +296,7 @@ def test_pipeline_facing_attributes():
         cls = GENERATORS.load(name)
         assert cls.uses_prompt is True and callable(cls.generate_batch) and callable(cls.max_batch)
     gen = Txt2ImgGenerator(GenerateConfig(backend="sd-txt2img", device="cpu", batch_size=3))
-    assert gen.max_batch() == 3 and not gen.loaded
+    assert gen.max_batch() == 3 and gen.batch_size == 3 and not gen.loaded
     assert Txt2ImgGenerator(GenerateConfig(backend="sd-txt2img", device="cpu")).max_batch(512, 512) == 4
 
 

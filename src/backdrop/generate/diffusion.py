@@ -415,7 +415,7 @@ def auto_batch(device: str, width: int, height: int, cfg: bool, free_bytes: Opti
     >>> auto_batch("cpu", 512, 512, cfg=True)
     4
     >>> auto_batch("cuda", 512, 512, cfg=True, free_bytes=8 << 30)
-    5
+    4
     """
     area = max(1.0, width * height / (512 * 512))
     if device == "mps":
@@ -672,6 +672,11 @@ class _DiffusionGenerator:
 
             free = torch.cuda.mem_get_info()[0]
         return auto_batch(device, width, height, cfg=self.guidance > 1, free_bytes=free, family=self.profile.family)
+
+    @property
+    def batch_size(self) -> int:
+        """Variants per call at SD's 512x512 (``generate_batch`` splits longer lists itself)."""
+        return self.max_batch()
 
     def _generators(self, seeds: list[int]) -> list[Any]:
         import torch
