@@ -6,8 +6,8 @@ weights (speed does not depend on the values; nothing is downloaded or committed
 ``--workdir`` and loads them through backdrop's real loading path. Then prints, side by side:
 
 - diffusers' defaults (50 PNDM steps, CFG 7.5, full VAE) and backdrop's default profile (30
-  steps, same sampler and CFG): *extrapolated* from measured runs at 2 and 4 steps
-  (per-step cost = the difference / 2; the rest is text encoding + VAE decode);
+  steps, same sampler and CFG): *extrapolated* from one measured 3-step run, whose UNet passes,
+  VAE decode and text encoding are timed one by one (the cheapest UNet pass x 50 or 30 + the rest);
 - backdrop's ``fast`` preset (LCM-LoRA fused, LCM 4 steps, no CFG, TAESD), measured end to end,
   and the same recipe as a bare diffusers call on the same pipeline object: backdrop's in-process
   overhead is the difference (best of ``--repeats`` each, alternated);
@@ -110,6 +110,29 @@ def warm_up(gen) -> None:
     gen.config = config
 
 
+def time_parts(pipe) -> dict[str, list[float]]:
+    """Hooks that record the seconds of every UNet, VAE-decode and text-encoder call of ``pipe``."""
+    parts: dict[str, list[float]] = {"unet": [], "vae": [], "text": []}
+
+    def watch(module, key):
+        start = {}
+        module.register_forward_pre_hook(lambda *a: start.__setitem__("t", time.perf_counter()))
+        module.register_forward_hook(lambda *a: parts[key].append(time.perf_counter() - start["t"]))
+
+    watch(pipe.unet, "unet")
+    watch(pipe.text_encoder, "text")
+    decode = pipe.vae.decode
+
+    def timed_decode(*args, **kwargs):
+        t = time.perf_counter()
+        out = decode(*args, **kwargs)
+        parts["vae"].append(time.perf_counter() - t)
+        return out
+
+    pipe.vae.decode = timed_decode
+    return parts
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -140,18 +163,20 @@ def main() -> int:
     base = GenerateConfig(backend="sd-txt2img", model=str(paths["sd"]), device="cpu", short_side=size)
     rows: list[tuple[str, str]] = []
 
-    # 1. the default profile: PNDM + CFG + full VAE, measured at 2 and 4 steps, extrapolated
-    gen = Txt2ImgGenerator(replace(base, steps=2))
+    # 1. the default profile: PNDM + CFG + full VAE. Every UNet pass, VAE decode and text encoding
+    #    is timed on its own (hooks), so the extrapolation uses the cheapest UNet pass seen: on a
+    #    shared machine whole-run differences are noise (another process can double one run).
+    gen = Txt2ImgGenerator(replace(base, steps=3))
     load_s = timed(lambda: warm_up(gen))
-    t2 = timed(lambda: gen.generate_batch([req]))
-    gen.config = replace(base, steps=4)
-    t4 = timed(lambda: gen.generate_batch([req]))
-    step = (t4 - t2) / 2
-    fixed = t2 - 2 * step
-    diffusers_default = fixed + 50 * step
-    backdrop_default = fixed + 30 * step
-    print(f"[default profile] load + first call {load_s:.1f} s; 2 steps {t2:.1f} s, 4 steps {t4:.1f} s -> one CFG step "
-          f"{step:.2f} s, text encoder + full VAE decode {fixed:.1f} s; peak {peak_gib():.1f} GiB", flush=True)
+    parts = time_parts(gen.load())
+    total = timed(lambda: gen.generate_batch([req]))
+    unet_cfg, decode, encode = min(parts["unet"]), min(parts["vae"]), min(parts["text"])
+    rest = max(0.0, total - sum(parts["unet"]) - sum(parts["vae"]) - sum(parts["text"]))
+    diffusers_default = encode + 50 * unet_cfg + decode + rest
+    backdrop_default = encode + 30 * unet_cfg + decode + rest
+    print(f"[default profile] load + first call {load_s:.1f} s; 3 steps {total:.1f} s: UNet passes (CFG, batch 2) "
+          f"{', '.join(f'{t:.1f}' for t in parts['unet'])} s, full VAE decode {decode:.1f} s, text encoder "
+          f"{encode:.2f} s, the rest {rest:.2f} s; peak {peak_gib():.1f} GiB", flush=True)
     rows.append(("diffusers defaults (50 PNDM steps, CFG 7.5, full VAE), extrapolated", f"{diffusers_default:.0f} s"))
     rows.append(("backdrop default profile (30 steps, CFG 7.5, full VAE), extrapolated", f"{backdrop_default:.0f} s"))
     gen.unload()
@@ -164,6 +189,7 @@ def main() -> int:
     load_s = timed(lambda: warm_up(fast))
     pipe = fast.load()
     info = fast.describe()
+    fparts = time_parts(pipe)
 
     def bare():
         pipe(prompt=PROMPT, num_inference_steps=fast.steps, guidance_scale=fast.guidance, width=size, height=size,
@@ -185,6 +211,8 @@ def main() -> int:
     print(f"[fast] load + first call {load_s:.1f} s ({info['profile']}, {info['sampler']}, {info['steps']} steps, CFG "
           f"{info['cfg_scale']}, VAE {info.get('vae')}); backdrop {', '.join(f'{t:.1f}' for t in mine)} s, "
           f"bare diffusers {', '.join(f'{t:.1f}' for t in theirs)} s; peak {peak_gib():.1f} GiB", flush=True)
+    print(f"[fast] UNet pass (batch 1) min {min(fparts['unet']):.2f} s, TAESD decode min {min(fparts['vae']):.2f} s, "
+          f"text encoder min {min(fparts['text']):.2f} s", flush=True)
     rows.append(("backdrop `fast` preset (LCM-LoRA, 4 LCM steps, no CFG, TAESD), measured", f"{fast_s:.1f} s"))
     rows.append(("the same recipe as a bare diffusers call, measured", f"{bare_s:.1f} s"))
     rows.append(("backdrop's in-process overhead over it", f"{100 * (fast_s / bare_s - 1):+.1f} %"))
