@@ -133,6 +133,38 @@ def time_parts(pipe) -> dict[str, list[float]]:
     return parts
 
 
+def inside_calls(pipe) -> list[float]:
+    """Record the seconds spent inside ``pipe``'s own ``__call__`` (the diffusers call)."""
+    inside: list[float] = []
+    cls = type(pipe)
+    original = cls.__call__
+
+    def wrapped(self, *args, **kwargs):
+        t = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        inside.append(time.perf_counter() - t)
+        return out
+
+    cls.__call__ = wrapped
+    return inside
+
+
+def overhead_only(base, paths, req, repeats: int) -> int:
+    """backdrop's own time around the diffusers call, per image: independent of other processes'
+    load, unlike the difference of two whole runs."""
+    from backdrop.generate.diffusion import Txt2ImgGenerator
+
+    fast = Txt2ImgGenerator(replace(base, lora=(str(paths["lora"]),), tiny_vae=str(paths["taesd"])))
+    warm_up(fast)
+    inside = inside_calls(fast.load())
+    for _ in range(repeats):
+        total = timed(lambda: fast.generate_batch([req]))
+        own = total - inside[-1]
+        print(f"[overhead] fast preset call {total:.2f} s, of which inside the diffusers call {inside[-1]:.2f} s: "
+              f"backdrop's own {1000 * own:.1f} ms ({100 * own / inside[-1]:.2f} %)", flush=True)
+    return 0
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -146,6 +178,7 @@ def main() -> int:
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's own choice)")
+    parser.add_argument("--overhead-only", action="store_true", help="only backdrop's time around the diffusers call")
     args = parser.parse_args()
 
     import torch
@@ -162,6 +195,9 @@ def main() -> int:
     size, req = args.size, request(args.size, 1)
     base = GenerateConfig(backend="sd-txt2img", model=str(paths["sd"]), device="cpu", short_side=size)
     rows: list[tuple[str, str]] = []
+
+    if args.overhead_only:
+        return overhead_only(base, paths, req, args.repeats)
 
     # 1. the default profile: PNDM + CFG + full VAE. Every UNet pass, VAE decode and text encoding
     #    is timed on its own (hooks), so the extrapolation uses the cheapest UNet pass seen: on a
