@@ -59,3 +59,24 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    """A tiny StableDiffusionXLPipeline folder (two text encoders)."""
+    pytest.importorskip("diffusers")
+    return _once("sdxl", tmp_path_factory, tiny_models.make_tiny_sdxl)
+
+
+@pytest.fixture(scope="session")
+def tiny_lcm(tmp_path_factory) -> Path:
+    """A tiny LatentConsistencyModelPipeline folder (LCMScheduler, guidance-embedding UNet)."""
+    pytest.importorskip("diffusers")
+    return _once("lcm", tmp_path_factory, lambda p: tiny_models.make_tiny_sd(p, lcm=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd(tmp_path_factory) -> Path:
+    """A tiny AutoencoderTiny folder (TAESD's architecture)."""
+    pytest.importorskip("diffusers")
+    return _once("taesd", tmp_path_factory, tiny_models.make_tiny_taesd)

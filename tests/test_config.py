@@ -249,7 +249,7 @@ def _backends(cfg: PipelineConfig) -> dict[str, str]:
 def test_presets_resolve_to_the_right_backends():
     from backdrop.pipeline import resolve_auto
 
-    assert set(PRESETS) == {"default", "offline", "seed"}
+    assert set(PRESETS) == {"default", "offline", "seed", "fast", "quality"}
     # default: "auto" stages; with an empty model store (tests isolate BACKDROP_HOME) they fall back
     # to the weight-free backends, with a notice saying how to get the better ones
     default, notices = resolve_auto(preset("default"))
@@ -269,6 +269,14 @@ def test_presets_resolve_to_the_right_backends():
     assert seed.refine.model == "mistral-7b-instruct-v0.1.Q4_0.gguf"
     assert seed.generate.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert resolve_auto(seed)[0] == seed  # nothing "auto" left to resolve
+
+    # fast: the family's LCM-LoRA, tiny VAE, the profile's steps/guidance; quality: full VAE, DPM++
+    fast = preset("fast", PipelineConfig(generate=GenerateConfig(steps=30, guidance=7.5)))
+    assert fast.generate.backend == "sd-txt2img" and fast.generate.lora == ("lcm",)
+    assert fast.generate.tiny_vae == "auto" and fast.generate.steps is None and fast.generate.guidance is None
+    quality = preset("quality", fast)
+    assert quality.generate.tiny_vae is None and quality.generate.scheduler == "dpm++"
+    assert PipelineConfig.from_dict(json.loads(fast.to_json())) == fast  # tuples survive JSON
 
 
 def test_preset_keeps_the_base_settings():
@@ -292,5 +300,5 @@ def test_cli_preset_flag_and_unknown_preset(tmp_path):
     rec = json.loads((tmp_path / "out" / "scene" / "run.json").read_text())
     assert rec["backends"]["segment"]["name"] == "classical" and rec["backends"]["generate"]["name"] == "texture"
     assert rec["backends"]["refine"]["skipped"]  # texture reads no prompt: the refiner is not even built
-    result = invoke("run", image, "-o", tmp_path / "o2", "--preset", "fast")
-    assert result.exit_code == 2 and "default, offline, seed" in result.stderr
+    result = invoke("run", image, "-o", tmp_path / "o2", "--preset", "warp-speed")
+    assert result.exit_code == 2 and "default, offline, seed, fast, quality" in result.stderr

@@ -88,7 +88,8 @@ def test_seeded_size_and_reproducible(generators, name):
     assert info["model"] == str(gen.config.model)
     assert info["steps"] == 2 and info["cfg_scale"] == 7.5
     assert info["size"] == "88x64"
-    assert info["sampler"] == "PNDMScheduler"
+    assert info["sampler"] == "PLMS" and info["scheduler"] == "PNDMScheduler"  # A1111 name, diffusers class
+    assert info["profile"] == "sd15"
     if name == "sd-img2img":
         assert info["strength"] == 0.6
 
@@ -147,7 +148,7 @@ def test_img2img_strength_changes_result_and_zero_keeps_background(tiny_sd):
 @pytest.mark.parametrize("scheduler,cls", [("ddim", "DDIMScheduler"), ("euler-a", "EulerAncestralDiscreteScheduler")])
 def test_scheduler_by_name(tiny_sd, scheduler, cls):
     gen = Txt2ImgGenerator(_config("sd-txt2img", tiny_sd, scheduler=scheduler))
-    assert gen.describe()["sampler"] == cls
+    assert gen.describe()["scheduler"] == cls
     out = gen(_request(seed=1))
     assert type(gen.load().scheduler).__name__ == cls
     assert out.size == (W, H)

@@ -435,3 +435,17 @@ def test_check_answer_keeps_a_measured_background_colour(answer, caption, ok):
     assert (reason is None) == ok, reason
     if not ok:
         assert reason.startswith("changes the colours")
+
+
+@needs_llama
+@needs_smollm2
+def test_llama_threads_are_chosen_once_and_overridable(smol_refiner, monkeypatch):
+    import os
+
+    threads = smol_refiner.describe()["threads"]
+    assert 1 <= threads <= (os.cpu_count() or 1)  # the free physical cores, not every logical CPU
+    assert smol_refiner.load().n_threads == threads  # what llama.cpp was given
+    one = LlamaCppRefiner(RefineConfig(backend="llama-cpp", model=str(SMOLLM2), threads=1))
+    assert one._threads() == 1
+    monkeypatch.setenv("BACKDROP_THREADS", "3")
+    assert LlamaCppRefiner(RefineConfig(backend="llama-cpp", model=str(SMOLLM2)))._threads() == 3

@@ -119,7 +119,7 @@ def test_text_to_image_with_tiny_sd(tiny_sd, out_dir):
         assert "photograph" in meta["parsed"]["prompt"] and "a photo of the sea" in meta["parsed"]["prompt"]
         assert meta["parsed"]["negative"].startswith("blurry, ")  # the user's, then the style's
         fields = meta["parsed"]["fields"]
-        assert fields["Steps"] == "2" and fields["Sampler"] == "EulerDiscreteScheduler"
+        assert fields["Steps"] == "2" and fields["Sampler"] == "Euler"  # A1111 sampler name
         assert meta["text"]["AI_Watermark"] == f"Generated using {tiny_sd} (AI Origin Watermark)"
         rec = meta["backdrop"]
         assert rec["mode"] == "text-to-image" and rec["seed"] == 1234 + k and rec["style"] == "photographic"

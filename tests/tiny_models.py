@@ -6,6 +6,10 @@ folders are saved with ``save_pretrained`` so tests load them back through the b
 
     make_tiny_sd(path)                 StableDiffusionPipeline folder (UNet in_channels 4)
     make_tiny_sd(path, inpaint=True)   StableDiffusionInpaintPipeline folder (UNet in_channels 9)
+    make_tiny_sd(path, lcm=True)       LatentConsistencyModelPipeline folder (guidance-embedding UNet, LCMScheduler)
+    make_tiny_sdxl(path)               StableDiffusionXLPipeline folder (two text encoders, text_time embedding)
+    make_tiny_taesd(path)              AutoencoderTiny folder (TAESD's architecture, tiny)
+    make_tiny_lora(path, sd_folder)    a peft LoRA .safetensors for the tiny SD UNet (optional metadata)
     make_tiny_git(path)                GitForCausalLM + GitProcessor folder
     make_tiny_blip(path)               BlipForConditionalGeneration + BlipProcessor folder
 
@@ -62,7 +66,7 @@ def tiny_clip_tokenizer(folder: str | Path):
     return CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
 
 
-def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm") -> Path:
+def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm", lcm: bool = False) -> Path:
     """Save a tiny random Stable Diffusion pipeline folder at ``path`` and return it.
 
     >>> folder = make_tiny_sd(tmp_path / "sd")            # doctest: +SKIP
@@ -94,6 +98,7 @@ def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm
         cross_attention_dim=32,
         attention_head_dim=8,
         norm_num_groups=16,
+        time_cond_proj_dim=16 if lcm else None,  # LCM-distilled UNets embed the guidance scale
     )
     torch.manual_seed(0)
     # three blocks: latents are 1/4 of the image side (real SD: 1/8), small enough to be quick
@@ -126,6 +131,14 @@ def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm
         )
     )
     common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    if lcm:
+        from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+        sched = LCMScheduler(**common)
+        LatentConsistencyModelPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=sched, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False).save_pretrained(path)
+        return path
     if scheduler == "ddim":
         sched = DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **common)
     else:
@@ -142,6 +155,119 @@ def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm
         requires_safety_checker=False,
     )
     pipe.save_pretrained(path)
+    return path
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+
+
+def make_tiny_sdxl(path: str | Path, turbo: bool = False) -> Path:
+    """Save a tiny random SDXL pipeline (two CLIP text encoders, ``text_time`` UNet) at ``path``.
+
+    ``turbo``: the scheduler uses trailing timesteps, as SDXL-Turbo's does.
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    path = Path(path)
+    tokenizer = tiny_clip_tokenizer(path.parent / f".{path.name}-tokenizer-src")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+        cross_attention_dim=64,  # the two encoders' hidden states side by side
+        norm_num_groups=16,
+    )
+    torch.manual_seed(0)
+    vae = _tiny_vae()
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    text_cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(text_cfg)
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(text_cfg)
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   steps_offset=1, timestep_spacing="trailing" if turbo else "leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=sched)
+    pipe.save_pretrained(path)
+    return path
+
+
+def make_tiny_taesd(path: str | Path) -> Path:
+    """Save a tiny random AutoencoderTiny (TAESD's architecture; latents 1/4 of the side, like
+    make_tiny_sd's VAE) at ``path``."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16),
+        num_encoder_blocks=(1, 1, 1),
+        num_decoder_blocks=(1, 1, 1),
+        latent_channels=4,
+    ).save_pretrained(path)
+    return Path(path)
+
+
+def make_tiny_lora(path: str | Path, sd_folder: str | Path, metadata: dict | None = None, seed: int = 0) -> Path:
+    """A LoRA for the tiny SD UNet, made with peft (random, non-zero up-projections so that it
+    changes the output), saved as ``path`` (a .safetensors file) with optional ``metadata``."""
+    import tempfile
+
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    unet = UNet2DConditionModel.from_pretrained(Path(sd_folder) / "unet")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = get_peft_model_state_dict(unet)
+    with tempfile.TemporaryDirectory() as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers)
+        saved = Path(tmp) / "pytorch_lora_weights.safetensors"
+        tensors = load_file(saved)
+        from safetensors import safe_open
+
+        with safe_open(str(saved), "pt") as fh:
+            meta = dict(fh.metadata() or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={**meta, **(metadata or {})})
     return path
 
 

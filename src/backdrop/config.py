@@ -21,7 +21,9 @@ from typing import Any, Literal, Optional
 from .errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
-Scheduler = Literal["default", "ddim", "pndm", "euler", "euler-a", "dpm++", "lms", "unipc"]
+Scheduler = Literal["default", "ddim", "pndm", "euler", "euler-a", "dpm++", "lms", "unipc", "lcm"]
+# model families with their own defaults (steps, guidance, sampler, size); "auto": read from the model
+Profile = Literal["auto", "sd15", "sdxl", "sd-turbo", "sdxl-turbo", "lcm"]
 RandomStyle = Literal["auto", "any", "microscopy", "studio", "outdoor"]
 RANDOM_STYLES: tuple[str, ...] = typing.get_args(RandomStyle)
 
@@ -64,25 +66,38 @@ class RefineConfig:
     seed: int = 0  # LLM sampling seed, for reproducible prompts
     max_tokens: int = 80  # longest LLM answer, in tokens
     allow_download: bool = False  # gpt4all: may it download the model
+    threads: int = 0  # llama-cpp/gpt4all CPU threads; 0: $BACKDROP_THREADS, else free physical cores
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
     backend: str = "texture"  # registry name: texture, random, pool, sd-txt2img, sd-inpaint, sd-img2img
-    model: Optional[str] = None  # sd-*: model id or local folder (None: the backend's default)
-    steps: int = 30  # sd-*: denoising steps
-    guidance: float = 7.5  # sd-*: classifier-free guidance scale
-    scheduler: Scheduler = "default"  # sd-*: the model's own, or another sampler by name
-    short_side: int = 512  # sd-*: generation size's short side (multiple of 8); aspect of the input
+    model: Optional[str] = None  # sd-*: model id, local folder or store name (None: the backend's default)
+    profile: Profile = "auto"  # sd-*: model family whose defaults fill unset steps/guidance/scheduler/size
+    steps: Optional[int] = None  # sd-*: denoising steps (None: the profile's, e.g. 30 for SD 1.5, 1 for Turbo)
+    guidance: Optional[float] = None  # sd-*: classifier-free guidance scale (None: the profile's; <=1: no CFG)
+    scheduler: Scheduler = "default"  # sd-*: the profile's sampler (the model's own, LCM for LCM), or one by name
+    short_side: Optional[int] = None  # sd-*: generation short side, multiple of 8 (None: 512 SD 1.5, 1024 SDXL)
     strength: float = 0.6  # sd-img2img: how far from the clean background to move (0..1)
+    lora: tuple[str, ...] = ()  # sd-*: LoRAs "PATH_OR_ID[:SCALE]" ("lcm": the family's LCM-LoRA); LCM-LoRA -> LCM sampling
+    tiny_vae: Optional[str] = None  # sd-*: AutoencoderTiny decoder (id, folder, store name; "auto": TAESD/TAESDXL)
+    vae_tiling: bool = False  # sd-*: decode in tiles (large images in little memory)
+    batch_size: int = 0  # sd-*: variants per pipeline call (0: auto for the device)
     device: Device = "auto"  # sd-*: CUDA (fp16) when present, else CPU (fp32)
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    offload: bool = False  # sd-*: model CPU offload for small GPUs
+    offload: bool = False  # sd-*: CPU offload for small GPUs (see offload_mode)
+    offload_mode: Literal["model", "sequential"] = "model"  # sd-*: whole models (fast) or layer by layer (least memory)
+    compile: bool = False  # sd-*: torch.compile the UNet (CUDA; slow first call)
     attention_slicing: bool = False  # sd-*: lower peak memory at some speed cost
+    threads: int = 0  # sd-*: torch CPU threads; 0: $BACKDROP_THREADS, else torch's own choice
     backgrounds: Optional[str] = None  # pool: folder of background images
     patch: int = 48  # texture: patch size in pixels (at working resolution)
     variation: float = 0.08  # texture/pool: colour and brightness jitter (0 = none)
     random_style: RandomStyle = "auto"  # random: palette/families; auto: from style words in the prompt, else any
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, list):  # JSON/TOML give lists; keep the frozen config hashable
+            object.__setattr__(self, "lora", tuple(self.lora))
 
 
 @dataclass(frozen=True)
@@ -203,6 +218,10 @@ def _check_type(where: str, value: Any, hint: Any) -> None:
             return
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
@@ -234,12 +253,15 @@ _RANGES: dict[str, tuple[float, float]] = {
     "refine.temperature": (0.0, 5.0),
     "refine.seed": (0, 2**32 - 1),
     "refine.max_tokens": (1, 1024),
+    "refine.threads": (0, 1024),
     "generate.steps": (1, 1000),
     "generate.guidance": (0.0, 50.0),
     "generate.short_side": (64, 4096),
     "generate.strength": (0.0, 1.0),
     "generate.patch": (8, 512),
     "generate.variation": (0.0, 1.0),
+    "generate.batch_size": (0, 64),
+    "generate.threads": (0, 1024),
     "composite.feather": (0, 64),
     "checks.copy_threshold": (0.0, 1.0),
     "checks.salient_threshold": (0.0, 100.0),
@@ -252,7 +274,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 def validate(cfg: PipelineConfig) -> None:
     """Check types, Literal choices and ranges of every field; raise ConfigError on the first bad one."""
     _validate_dc(cfg, "")
-    if cfg.generate.short_side % 8:
+    if cfg.generate.short_side is not None and cfg.generate.short_side % 8:
         raise ConfigError(f"generate.short_side: expected a multiple of 8, got {cfg.generate.short_side}")
 
 
@@ -292,6 +314,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "caption": {"backend": "git", "model": "microsoft/git-large-coco"},
         "refine": {"backend": "gpt4all", "model": "mistral-7b-instruct-v0.1.Q4_0.gguf"},
         "generate": {"backend": "sd-txt2img", "model": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+    },
+    # Seconds per image on a CPU: the family's LCM-LoRA ("lcm": lcm-lora-sdv1-5 / lcm-lora-sdxl; none for
+    # Turbo and LCM models), the profile's few steps, no CFG, the tiny VAE decoder (TAESD / TAESDXL).
+    "fast": {
+        "generate": {"backend": "sd-txt2img", "lora": ("lcm",), "tiny_vae": "auto", "steps": None,
+                     "guidance": None, "scheduler": "default"},
+    },
+    # The family's recommended sampling (profile's steps and guidance) with the full VAE.
+    "quality": {
+        "generate": {"backend": "sd-txt2img", "tiny_vae": None, "steps": None, "guidance": None,
+                     "scheduler": "dpm++"},
     },
 }
 

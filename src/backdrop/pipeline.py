@@ -394,13 +394,15 @@ class Pipeline:
         gen = self.generator
         generative = bool(getattr(gen, "generative", False))
         described = result.backends.get("generate", {})
+        extra = dict(described.get("a1111") or {}) if generative else {}
+        suffix = extra.pop("prompt_suffix", "")  # LoRA tags, as A1111 writes them: <lora:name:scale>
         parameters = a1111_parameters(
-            result.prompt.positive, result.prompt.negative,
+            result.prompt.positive + suffix, result.prompt.negative,
             steps=described.get("steps") if generative else None,
             sampler=described.get("sampler") if generative else None,
             cfg_scale=described.get("cfg_scale") if generative else None,
             seed=variant.seed, size=(described.get("size") if generative else None) or result.image.size,
-            model=described.get("model"),
+            model=described.get("model"), extra=extra or None,
         )
         background = getattr(gen, "background_source_type", None) or (
             "trainedAlgorithmicMedia" if generative else "algorithmicMedia")

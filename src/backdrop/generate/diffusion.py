@@ -1,4 +1,4 @@
-"""Stable Diffusion generators (diffusers): text-to-image, inpainting and img2img.
+"""Diffusion generators (diffusers): text-to-image, inpainting and img2img, for any SD-family model.
 
 Three backends share one base class; each loads its pipeline once per instance (at the first
 call, or eagerly with ``load()``) and reuses it for every image and variant:
@@ -10,12 +10,30 @@ call, or eagerly with ``load()``) and reuses it for every image and variant:
 - ``sd-img2img`` (:class:`Img2ImgGenerator`): the clean background moved towards the prompt
   by ``strength`` (0 keeps it, 1 ignores it).
 
-Generation runs at the input's aspect ratio with the short side ``config.short_side`` (both
-sides multiples of 8); the result is resized back to the input size (LANCZOS). One
-``torch.Generator(device).manual_seed(request.seed)`` per call: the same seed gives the same
-image on the same machine. On CUDA the weights are fp16 and attention is PyTorch's SDPA;
-``offload`` enables model CPU offload and ``attention_slicing`` attention slicing. The safety
-checker is not loaded (``safety_checker=None``): these are backgrounds for training data.
+**Any diffusers model.** Pipelines come from diffusers' AutoPipeline classes, so an SD 1.5,
+SD 2.x, SDXL, SD-Turbo / SDXL-Turbo or LCM-distilled model (Hub id, local folder or store name)
+loads in the pipeline class that fits its ``model_index.json``. A **model profile**
+(:data:`PROFILES`) read from the loaded model (SDXL: a second text encoder / ``text_time``
+embedding; LCM: an LCM scheduler or a guidance-embedding UNet; Turbo: trailing timesteps or the
+name) gives the defaults for what the user left unset: steps, guidance, sampler, native size.
+
+**LoRA** (``config.lora``: ``PATH_OR_ID[:SCALE]``, a ``.safetensors`` file, a folder, a Hub id or
+a store name) are loaded through diffusers/peft and fused into the weights (no per-step cost).
+An LCM-LoRA (by name, or by "lcm" in its safetensors metadata) switches to the LCM sampler, few
+steps and no CFG; ``lcm`` names the family's own LCM-LoRA from the store. **Tiny VAE**
+(``config.tiny_vae``): AutoencoderTiny (TAESD / TAESDXL; ``auto`` picks the family's) decodes
+latents about 14x cheaper than the full VAE. ``vae_tiling`` decodes large images in tiles.
+
+**Batches.** ``generate_batch(requests)`` makes the variants of one image in as few pipeline
+calls as ``max_batch()`` allows: the prompt is encoded once per call and each variant keeps its
+own ``torch.Generator``, so variant k is the image a single call with its seed makes (the same
+up to floating-point noise of a batched matrix product; the tests bound it).
+
+Generation runs at the input's aspect ratio with the short side ``config.short_side`` (default:
+the profile's native size; both sides multiples of 8); the result is resized back to the input
+size (LANCZOS). On CUDA the weights are fp16, attention is PyTorch's SDPA, the UNet is
+channels-last (and ``torch.compile``-d with ``compile``); ``offload`` enables model or
+sequential CPU offload. The safety checker is not loaded: these are backgrounds for training data.
 
 The Streamlit studio uses the same machinery for plain text-to-image::
 
@@ -23,29 +41,35 @@ The Streamlit studio uses the same machinery for plain text-to-image::
     from backdrop.types import Prompt
     from backdrop.generate.diffusion import load_txt2img
 
-    gen = load_txt2img(GenerateConfig(model="/models/sd15", steps=25))   # loads once
+    gen = load_txt2img(GenerateConfig(model="/models/sd15", lora=("lcm",), tiny_vae="auto"))
     images = gen.generate(Prompt("a misty forest", "blurry"), seed=7, width=768, height=512,
                           num_images=2, progress=lambda step, total: ...)
-    gen.describe()   # {"model": ..., "steps": 25, "sampler": "PNDMScheduler", "cfg_scale": 7.5, "size": "768x512"}
+    gen.describe()   # {"model": ..., "profile": "sd15+lcm-lora", "steps": 4, "sampler": "LCM", ...}
 
 Image ``k`` (0-based) of ``generate`` uses seed ``seed + k``, so it equals a single-image call
-with that seed. ``text_to_image(prompt, negative, config=..., seed=..., width=..., height=...)``
-is a one-call shortcut that keeps the last loaded pipeline for the next call.
+with that seed.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
+import math
+import os
+import re
 import threading
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 from PIL import Image
 
 from .. import hf, runlog
 from ..config import GenerateConfig
-from ..devices import generator_device, pick_device, pick_dtype
-from ..errors import ConfigError, GenerationError
+from ..devices import generator_device, pick_device, pick_dtype, torch_threads
+from ..errors import ConfigError, GenerationError, ModelCorruptError, ModelNotFoundError
 from ..registry import has_module, require
 from ..types import GenerateRequest, ProgressCallback, Prompt
 
@@ -55,7 +79,7 @@ EXTRA = "diffusion"
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_INPAINT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
-# scheduler names accepted by GenerateConfig.scheduler -> diffusers class ("default": the model's own)
+# scheduler names accepted by GenerateConfig.scheduler -> diffusers class ("default": the profile's)
 SCHEDULERS: dict[str, Optional[str]] = {
     "default": None,
     "ddim": "DDIMScheduler",
@@ -65,9 +89,251 @@ SCHEDULERS: dict[str, Optional[str]] = {
     "dpm++": "DPMSolverMultistepScheduler",
     "lms": "LMSDiscreteScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "lcm": "LCMScheduler",
+}
+
+# diffusers scheduler class -> the sampler name AUTOMATIC1111 writes (where it has one)
+A1111_SAMPLERS = {
+    "PNDMScheduler": "PLMS",
+    "DDIMScheduler": "DDIM",
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
+    "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
 }
 
 _NO_WEIGHTS_HINT = "or use --generator texture (no weights)"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the file name diffusers saves and the Hub LoRAs use
+
+
+# -- model profiles ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Defaults for one model family; the user's options override each of them."""
+
+    name: str
+    family: str  # the latent space / architecture: "sd15" (SD 1.x, 2.x, SD-Turbo) or "sdxl"
+    steps: int  # denoising steps
+    guidance: float  # CFG scale (<= 1: no CFG, one UNet pass per step instead of two)
+    scheduler: str  # a SCHEDULERS name; "default": the model's own
+    size: int  # native short side, pixels
+    note: str = ""
+
+    @property
+    def tiny_vae(self) -> str:
+        """The store name of the AutoencoderTiny for this family."""
+        return "taesdxl" if self.family == "sdxl" else "taesd"
+
+    @property
+    def lcm_lora(self) -> Optional[str]:
+        """The store name of this family's LCM-LoRA (None: the model samples fast already)."""
+        if self.name in ("sd-turbo", "sdxl-turbo", "lcm") or self.name.endswith("+lcm-lora"):
+            return None
+        return "lcm-lora-sdxl" if self.family == "sdxl" else "lcm-lora-sdv1-5"
+
+    def with_lcm_lora(self) -> "ModelProfile":
+        """The profile once an LCM-LoRA is fused: LCM sampler, 4 steps, no CFG."""
+        if self.name.endswith("+lcm-lora"):
+            return self
+        return replace(self, name=f"{self.name}+lcm-lora", steps=4, guidance=1.0, scheduler="lcm",
+                       note="LCM-LoRA: LCM sampler, 4 steps, no CFG")
+
+
+PROFILES: dict[str, ModelProfile] = {
+    "sd15": ModelProfile("sd15", "sd15", 30, 7.5, "default", 512, "SD 1.x / 2.x: 30 steps, CFG 7.5, 512 px"),
+    "sdxl": ModelProfile("sdxl", "sdxl", 30, 5.0, "default", 1024, "SDXL: 30 steps, CFG 5, 1024 px"),
+    "sd-turbo": ModelProfile("sd-turbo", "sd15", 1, 0.0, "default", 512, "SD-Turbo: 1 step, no CFG, 512 px"),
+    "sdxl-turbo": ModelProfile("sdxl-turbo", "sdxl", 1, 0.0, "default", 512, "SDXL-Turbo: 1 step, no CFG, 512 px"),
+    # LCM-distilled UNets embed the guidance scale (w) instead of running CFG: 8 costs nothing extra
+    "lcm": ModelProfile("lcm", "sd15", 4, 8.0, "lcm", 512, "LCM-distilled: LCM sampler, 4 steps, guidance embedded"),
+}
+
+
+def guess_profile(model: str) -> ModelProfile:
+    """A first guess from the model's name alone (the loaded model's config decides later).
+
+    >>> guess_profile("stabilityai/sdxl-turbo").name, guess_profile("sd15").name
+    ('sdxl-turbo', 'sd15')
+    """
+    text = os.fspath(model).lower()
+    sdxl = bool(re.search(r"sdxl|xl-base|stable-diffusion-xl", text))
+    if "turbo" in text:
+        return PROFILES["sdxl-turbo" if sdxl else "sd-turbo"]
+    if re.search(r"(^|[^a-z])lcm([^a-z]|$)", text) and "lora" not in text:
+        return replace(PROFILES["lcm"], family="sdxl", size=1024) if sdxl else PROFILES["lcm"]
+    return PROFILES["sdxl" if sdxl else "sd15"]
+
+
+def detect_profile(pipe: Any, model: str) -> ModelProfile:
+    """The profile of a loaded pipeline, from its components' configs (and its name for Turbo)."""
+    unet = getattr(pipe, "unet", None)
+    ucfg = getattr(unet, "config", None)
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None or getattr(ucfg, "addition_embed_type", None) == "text_time"
+    family = "sdxl" if sdxl else "sd15"
+    scfg = getattr(getattr(pipe, "scheduler", None), "config", {}) or {}
+    spacing = scfg.get("timestep_spacing") if hasattr(scfg, "get") else None
+    sched = type(getattr(pipe, "scheduler", None)).__name__
+    if getattr(ucfg, "time_cond_proj_dim", None) is not None or sched == "LCMScheduler" \
+            or type(pipe).__name__.startswith("LatentConsistency"):
+        base = PROFILES["lcm"]
+        return replace(base, family=family, size=1024 if sdxl else 512)
+    if "turbo" in os.fspath(model).lower() or spacing == "trailing":
+        return PROFILES["sdxl-turbo" if sdxl else "sd-turbo"]
+    return PROFILES[family]
+
+
+# -- LoRA -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One ``--lora PATH_OR_ID[:SCALE]`` as given."""
+
+    source: str
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "LoraSpec":
+        """``"path/x.safetensors:0.8"`` -> source and scale (default 1.0).
+
+        >>> LoraSpec.parse("latent-consistency/lcm-lora-sdv1-5:0.5")
+        LoraSpec(source='latent-consistency/lcm-lora-sdv1-5', scale=0.5)
+        >>> LoraSpec.parse("C:\\\\loras\\\\a.safetensors").scale
+        1.0
+        """
+        text = text.strip()
+        head, sep, tail = text.rpartition(":")
+        if sep and head and re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)", tail):
+            return cls(head, float(tail))
+        if not text:
+            raise ConfigError("generate.lora: expected PATH_OR_ID[:SCALE], got an empty string")
+        return cls(text, 1.0)
+
+
+@dataclass(frozen=True)
+class LoadedLora:
+    """A LoRA as loaded: where it came from, its A1111 name and short hash, and whether it is LCM."""
+
+    source: str
+    file: str
+    name: str
+    scale: float
+    hash: str  # AUTOMATIC1111's short "addnet" hash: sha256 of the tensors (header skipped), 12 hex
+    lcm: bool
+
+    def tag(self) -> str:
+        return f"<lora:{self.name}:{self.scale:g}>"
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` table of a .safetensors file (empty when it has none)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise ModelCorruptError(f"LoRA file {path} is not a safetensors file (too short)")
+        size = int.from_bytes(head, "little")
+        if size <= 0 or size > 100_000_000:
+            raise ModelCorruptError(f"LoRA file {path} is not a safetensors file (bad header)")
+        try:
+            header = json.loads(fh.read(size))
+        except ValueError as exc:
+            raise ModelCorruptError(f"LoRA file {path} is not a safetensors file ({exc})") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in (meta or {}).items()}
+
+
+def a1111_lora_hash(path: str | os.PathLike) -> str:
+    """AUTOMATIC1111's LoRA short hash: sha256 of the file after its safetensors header, 12 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        fh.seek(8 + size)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+_LCM_WORD = re.compile(r"(^|[^a-z])lcm([^a-z]|$)|latent[ _-]?consistency", re.I)
+
+
+def is_lcm_lora(source: str, file: str | os.PathLike, metadata: dict[str, str] | None = None) -> bool:
+    """An LCM-LoRA by its name (``lcm-lora-sdv1-5``, ``latent-consistency/...``) or its metadata."""
+    if _LCM_WORD.search(os.fspath(source)) or _LCM_WORD.search(Path(file).name):
+        return True
+    meta = safetensors_metadata(file) if metadata is None else metadata
+    return any(_LCM_WORD.search(k) or _LCM_WORD.search(v[:2000]) for k, v in meta.items())
+
+
+def _lora_from_folder(folder: Path, what: str) -> Path:
+    if (folder / LORA_FILE).is_file():
+        return folder / LORA_FILE
+    found = sorted(folder.glob("*.safetensors"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelNotFoundError(f"LoRA folder {folder} holds no .safetensors file ({what})")
+    raise ConfigError(f"LoRA folder {folder} holds {len(found)} .safetensors files; name one of them")
+
+
+def resolve_lora(source: str) -> Path:
+    """The .safetensors file of a LoRA given as a file, a folder, a store name or a Hub id."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        return _lora_from_folder(path, source)
+
+    def fetch(name: str, **kw: Any) -> Path:
+        folder = Path(name)
+        if folder.is_dir():
+            return _lora_from_folder(folder, source)
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(name, LORA_FILE, **kw))
+
+    try:
+        return hf.load_pretrained(fetch, source, "LoRA", index_file=LORA_FILE)
+    except ModelCorruptError as exc:  # a folder whose file is not where the hub layout puts it
+        raise ModelNotFoundError(str(exc)) from exc
+
+
+def lora_missing(source: str) -> Optional[str]:
+    """None when the LoRA ``source`` is here (file, folder, pulled store entry, cached Hub id)."""
+    path = Path(source).expanduser()
+    if path.is_file() or path.is_dir():
+        return None
+    reason = hf.missing_reason(source, LORA_FILE)
+    return f"LoRA: {reason}" if reason else None
+
+
+def _lora_name(source: str, file: Path) -> str:
+    if file.name != LORA_FILE:
+        return file.stem
+    spec = hf.store_spec(source)
+    if spec is not None:
+        return spec.name
+    return Path(source.rstrip("/\\")).name or file.parent.name
+
+
+# -- tiny VAE -------------------------------------------------------------------------------------
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype``; use whichever it knows."""
+    try:
+        from diffusers.utils import deprecation_utils
+
+        return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+    except ImportError:
+        return "torch_dtype"
 
 
 def generation_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -92,36 +358,123 @@ def _round8(value: int, what: str) -> int:
     return value // 8 * 8
 
 
-def _dtype_keyword() -> str:
-    """diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype``; use whichever it knows."""
-    try:
-        from diffusers.utils import deprecation_utils
+# -- how a pipeline is set up on a device ----------------------------------------------------------
 
-        return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
-    except ImportError:
-        return "torch_dtype"
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What loading does on a device, decided in one place (tested on the CPU for CUDA too)."""
+
+    device: str
+    dtype: str  # torch dtype name
+    offload: Optional[str]  # None, "model" or "sequential" (CUDA only)
+    channels_last: bool  # UNet/VAE in channels-last memory format (faster convolutions on CUDA)
+    compile: bool  # torch.compile the UNet
+    vae_slicing: bool  # decode a batch one image at a time (peak memory of one image)
+    vae_tiling: bool
+    attention_slicing: bool
+    fuse_lora: bool  # fuse LoRA weights into the model (no per-step cost)
+
+
+def load_plan(config: GenerateConfig, device: str, dtype: str) -> LoadPlan:
+    """The set-up for ``device``: fp16/SDPA/channels-last/compile/offload on CUDA, plain fp32 on CPU.
+
+    >>> load_plan(GenerateConfig(offload=True), "cuda", "float16").offload
+    'model'
+    >>> load_plan(GenerateConfig(offload=True), "cpu", "float32").offload is None
+    True
+    """
+    cuda = device == "cuda"
+    if config.offload and not cuda:
+        log.info("offload asked for but the device is %s: ignored (it only helps on CUDA)", device)
+    if config.compile and not cuda:
+        log.info("compile asked for on %s: torch.compile's CPU gain is small and its first call slow; ignored", device)
+    return LoadPlan(
+        device=device,
+        dtype=dtype,
+        offload=config.offload_mode if (config.offload and cuda) else None,
+        channels_last=cuda,
+        # sequential offload moves weights layer by layer: a compiled graph would be rebuilt
+        compile=bool(config.compile and cuda and config.offload_mode != "sequential"),
+        vae_slicing=True,  # free on every device; keeps a batch's decode equal to one image's
+        vae_tiling=config.vae_tiling,
+        attention_slicing=config.attention_slicing,
+        fuse_lora=True,
+    )
+
+
+def auto_batch(device: str, width: int, height: int, cfg: bool, free_bytes: Optional[int] = None,
+               family: str = "sd15") -> int:
+    """Variants per pipeline call when the user left it to us.
+
+    CPU: 4 at 512x512 (fewer for larger images): one call with 4 generators shares the prompt
+    encoding and the per-call overhead, and stays within a few GiB. CUDA: as many as the free
+    memory holds at about 0.8 GiB per 512x512 image and UNet pass (fp16; SDXL x2), at most 8.
+    MPS: 1 (batched MPS kernels gain little and memory is shared with the system).
+
+    >>> auto_batch("cpu", 512, 512, cfg=True)
+    4
+    >>> auto_batch("cuda", 512, 512, cfg=True, free_bytes=8 << 30)
+    4
+    """
+    area = max(1.0, width * height / (512 * 512))
+    if device == "mps":
+        return 1
+    if device == "cuda":
+        per_image = 0.8 * (1 << 30) * area * (2 if cfg else 1) * (2 if family == "sdxl" else 1)
+        if free_bytes is None:
+            return 1
+        return max(1, min(8, int(free_bytes * 0.8 // per_image)))
+    return max(1, min(8, int(4 / area)))
+
+
+# -- the generators ----------------------------------------------------------------------------------
 
 
 class _DiffusionGenerator:
-    """Shared base: loading, scheduler, device/dtype, seeding, progress, resizing back."""
+    """Shared base: loading, profile, LoRA, tiny VAE, scheduler, device/dtype, seeding, batching."""
 
     name = ""
     generative = True
+    uses_prompt = True  # the pipeline needs caption + refine (or --prompt) for this generator
     default_model = DEFAULT_MODEL
-    pipeline_class = "StableDiffusionPipeline"
+    auto_class = "AutoPipelineForText2Image"
+    task = "text-to-image"
 
     def __init__(self, config: GenerateConfig):
         if config.scheduler not in SCHEDULERS:
             raise ConfigError(
                 f"generate.scheduler: expected one of {', '.join(SCHEDULERS)}, got {config.scheduler!r}"
             )
+        self.loras = [LoraSpec.parse(text) for text in config.lora]  # ConfigError on a bad spec, now
         self.config = config
         self.model = hf.canonical(config.model or self.default_model)
         self._pipe: Any = None
         self._device: str | None = None
-        self._sampler: str | None = SCHEDULERS[config.scheduler]
+        self.profile: ModelProfile = PROFILES[config.profile] if config.profile != "auto" else guess_profile(self.model)
+        self._loaded_loras: list[LoadedLora] = []
+        self._tiny_vae: Optional[str] = None
+        self._plan: Optional[LoadPlan] = None
         self._size: str | None = None
+        self._batch: Optional[int] = None
         self._lock = threading.RLock()
+
+    # -- effective settings: the user's where given, else the profile's ---------------------------
+    @property
+    def steps(self) -> int:
+        return self.config.steps if self.config.steps is not None else self.profile.steps
+
+    @property
+    def guidance(self) -> float:
+        return self.config.guidance if self.config.guidance is not None else self.profile.guidance
+
+    @property
+    def short_side(self) -> int:
+        return self.config.short_side if self.config.short_side is not None else self.profile.size
+
+    @property
+    def scheduler_name(self) -> str:
+        return self.config.scheduler if self.config.scheduler != "default" else self.profile.scheduler
 
     # -- availability and loading -----------------------------------------------------------
     @classmethod
@@ -134,11 +487,28 @@ class _DiffusionGenerator:
             return f"unknown scheduler {config.scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
         if config.offload and not has_module("accelerate"):
             return f"offload needs the 'accelerate' package: pip install 'backdrop[{EXTRA}]'"
+        if config.lora and not has_module("peft"):
+            return f"LoRA needs the 'peft' package: pip install 'backdrop[{EXTRA}]'"
         try:
             pick_device(config.device)
+            specs = [LoraSpec.parse(text) for text in config.lora]
         except ConfigError as exc:
             return str(exc)
-        return hf.missing_reason(config.model or cls.default_model, "model_index.json")
+        model = config.model or cls.default_model
+        reason = hf.missing_reason(model, "model_index.json")
+        if reason:
+            return reason
+        # what the name says of the family (the loaded model's config decides at load time)
+        profile = PROFILES[config.profile] if config.profile != "auto" else guess_profile(hf.canonical(model))
+        for spec in specs:
+            source = profile.lcm_lora if spec.source == "lcm" else spec.source
+            if source and (reason := lora_missing(source)):
+                return reason
+        if config.tiny_vae:
+            source = profile.tiny_vae if config.tiny_vae == "auto" else config.tiny_vae
+            if reason := hf.missing_reason(source, "config.json"):
+                return f"tiny VAE: {reason}"
+        return None
 
     @property
     def loaded(self) -> bool:
@@ -151,13 +521,28 @@ class _DiffusionGenerator:
                 self._pipe = self._load()
             return self._pipe
 
+    def _component_kwargs(self) -> dict[str, Any]:
+        """Keywords only for pipelines that have those components (SDXL has no safety checker)."""
+        name = hf.resolve(self.model, "model_index.json")
+        index = Path(name) / "model_index.json" if hf.looks_local(name) else hf.cached_file(name, "model_index.json")
+        try:
+            components = json.loads(Path(index).read_text(encoding="utf-8")) if index else None
+        except (OSError, ValueError):
+            components = None  # from_pretrained reports a broken folder in its own words
+        if isinstance(components, dict) and "safety_checker" not in components:
+            return {}
+        return {"safety_checker": None, "requires_safety_checker": False}
+
     def _load(self) -> Any:
         require("torch", EXTRA, "Stable Diffusion")
         diffusers = require("diffusers", EXTRA, "Stable Diffusion")
         require("transformers", EXTRA, "Stable Diffusion")
         device = pick_device(self.config.device, EXTRA)
         dtype = pick_dtype(device, self.config.dtype, EXTRA)
-        cls = getattr(diffusers, self.pipeline_class)
+        if device == "cpu":
+            torch_threads(self.config.threads)
+        plan = load_plan(self.config, device, str(dtype).replace("torch.", ""))
+        cls = getattr(diffusers, self.auto_class)
         pipe = hf.load_pretrained(
             cls.from_pretrained,
             self.model,
@@ -165,31 +550,105 @@ class _DiffusionGenerator:
             _NO_WEIGHTS_HINT,
             index_file="model_index.json",
             **{_dtype_keyword(): dtype},
-            safety_checker=None,
-            requires_safety_checker=False,
+            **self._component_kwargs(),
         )
-        log.info("safety checker disabled (safety_checker=None) for %s: outputs are not filtered", self.model)
-        runlog.note("generate.safety_checker", "disabled")
+        if getattr(pipe, "safety_checker", None) is None and hasattr(pipe, "safety_checker"):
+            log.info("safety checker disabled (safety_checker=None) for %s: outputs are not filtered", self.model)
+            runlog.note("generate.safety_checker", "disabled")
 
-        chosen = SCHEDULERS[self.config.scheduler]
-        if chosen:
+        if self.config.profile == "auto":
+            self.profile = detect_profile(pipe, self.model)
+        self._load_loras(pipe)
+        self._set_scheduler(pipe, diffusers)
+        self._set_tiny_vae(pipe, diffusers, dtype)
+        self._place(pipe, plan)
+        pipe.set_progress_bar_config(disable=True)
+        self._device, self._plan = device, plan
+        log.info("loaded %s (%s, profile %s) on %s as %s", self.model, type(pipe).__name__, self.profile.name,
+                 device, plan.dtype)
+        runlog.note("generate.device", device)
+        return pipe
+
+    def _load_loras(self, pipe: Any) -> None:
+        specs = []
+        for spec in self.loras:
+            if spec.source == "lcm":  # the family's LCM-LoRA
+                if self.profile.lcm_lora is None:
+                    log.info("lora 'lcm': %s samples in few steps already; no LCM-LoRA loaded", self.profile.name)
+                    continue
+                spec = LoraSpec(self.profile.lcm_lora, spec.scale)
+            specs.append(spec)
+        if not specs:
+            return
+        require("peft", EXTRA, "LoRA")
+        names, scales, loaded = [], [], []
+        for i, spec in enumerate(specs):
+            file = resolve_lora(spec.source)
+            meta = safetensors_metadata(file)
+            lora = LoadedLora(source=spec.source, file=str(file), name=_lora_name(spec.source, file),
+                              scale=spec.scale, hash=a1111_lora_hash(file), lcm=is_lcm_lora(spec.source, file, meta))
+            adapter = f"lora{i}"
+            try:
+                pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=adapter)
+            except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                raise ModelCorruptError(
+                    f"LoRA {spec.source} does not fit {self.model} ({self.profile.family}): {hf.one_line(exc, 160)}"
+                ) from exc
+            names.append(adapter)
+            scales.append(spec.scale)
+            loaded.append(lora)
+        pipe.set_adapters(names, adapter_weights=scales)
+        # fused: the LoRA costs nothing per step (the adapters' extra matmuls are gone)
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+        pipe.unload_lora_weights()
+        self._loaded_loras = loaded
+        if any(lora.lcm for lora in loaded):
+            self.profile = self.profile.with_lcm_lora()
+        log.info("LoRA fused: %s", ", ".join(lora.tag() for lora in loaded))
+
+    def _set_scheduler(self, pipe: Any, diffusers: Any) -> None:
+        chosen = SCHEDULERS[self.scheduler_name]
+        if chosen and type(pipe.scheduler).__name__ != chosen:
             pipe.scheduler = getattr(diffusers, chosen).from_config(pipe.scheduler.config)
-        self._sampler = type(pipe.scheduler).__name__
 
-        if self.config.offload and device == "cuda":
+    def _set_tiny_vae(self, pipe: Any, diffusers: Any, dtype: Any) -> None:
+        choice = self.config.tiny_vae
+        if not choice:
+            return
+        source = self.profile.tiny_vae if choice == "auto" else choice
+        tiny = hf.load_pretrained(diffusers.AutoencoderTiny.from_pretrained, source, "tiny VAE",
+                                  "or leave --tiny-vae out (the full VAE)", **{_dtype_keyword(): dtype})
+        want = getattr(pipe.vae.config, "latent_channels", None)
+        got = getattr(tiny.config, "latent_channels", None)
+        if want is not None and got is not None and want != got:
+            raise ConfigError(f"tiny VAE {source} makes {got}-channel latents, {self.model} {want}: "
+                              f"use the one for its family ({self.profile.tiny_vae})")
+        pipe.register_modules(vae=tiny)  # sets pipe.vae and its entry in the pipeline's config
+        self._tiny_vae = source
+
+    def _place(self, pipe: Any, plan: LoadPlan) -> None:
+        import torch
+
+        if plan.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        if plan.offload == "sequential":
+            require("accelerate", EXTRA, "sequential CPU offload")
+            pipe.enable_sequential_cpu_offload()
+        elif plan.offload == "model":
             require("accelerate", EXTRA, "model CPU offload")
             pipe.enable_model_cpu_offload()
         else:
-            if self.config.offload:
-                log.info("offload asked for but the device is %s: ignored (it only helps on CUDA)", device)
-            pipe.to(device)
-        if self.config.attention_slicing:
+            pipe.to(plan.device)
+        if plan.compile:
+            pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True)
+        vae = pipe.vae
+        if plan.vae_slicing and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
+        if plan.vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+        if plan.attention_slicing:
             pipe.enable_attention_slicing()
-        pipe.set_progress_bar_config(disable=True)
-        self._device = device
-        log.info("loaded %s (%s) on %s as %s", self.model, self.pipeline_class, device, str(dtype).replace("torch.", ""))
-        runlog.note("generate.device", device)
-        return pipe
 
     def unload(self) -> None:
         """Drop the loaded pipeline (frees its memory); the next call loads it again."""
@@ -202,6 +661,23 @@ class _DiffusionGenerator:
                 torch.cuda.empty_cache()
 
     # -- running ------------------------------------------------------------------------------
+    def max_batch(self, width: int = 512, height: int = 512) -> int:
+        """Variants per pipeline call: ``config.batch_size``, or :func:`auto_batch` for the device."""
+        if self.config.batch_size > 0:
+            return self.config.batch_size
+        device = self._device or pick_device(self.config.device, EXTRA)
+        free = None
+        if device == "cuda":
+            import torch
+
+            free = torch.cuda.mem_get_info()[0]
+        return auto_batch(device, width, height, cfg=self.guidance > 1, free_bytes=free, family=self.profile.family)
+
+    @property
+    def batch_size(self) -> int:
+        """Variants per call at SD's 512x512 (``generate_batch`` splits longer lists itself)."""
+        return self.max_batch()
+
     def _generators(self, seeds: list[int]) -> list[Any]:
         import torch
 
@@ -209,44 +685,58 @@ class _DiffusionGenerator:
         return [torch.Generator(where).manual_seed(int(s)) for s in seeds]
 
     @staticmethod
-    def _callback(progress: ProgressCallback | None) -> Callable[..., dict] | None:
+    def _callback(progress: ProgressCallback | None, done: int = 0, calls: int = 1) -> Callable[..., dict] | None:
         if progress is None:
             return None
 
         def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
-            total = getattr(pipe, "num_timesteps", None) or 0
-            progress(step + 1, max(total, step + 1))
+            total = max(getattr(pipe, "num_timesteps", None) or 0, step + 1)
+            progress(done * total + step + 1, total * calls)
             return callback_kwargs
 
         return on_step_end
+
+    def _call_kwargs(self, pipe: Any, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Only what this pipeline class takes (LCM pipelines have no negative prompt)."""
+        import inspect
+
+        params = inspect.signature(pipe.__call__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return wanted
+        return {k: v for k, v in wanted.items() if k in params}
 
     def _run(
         self,
         prompt: Prompt,
         seeds: list[int],
         progress: ProgressCallback | None,
+        done: int = 0,
+        calls: int = 1,
         **inputs: Any,
     ) -> list[Image.Image]:
         pipe = self.load()
         with self._lock:
+            kwargs = self._call_kwargs(pipe, dict(
+                prompt=prompt.positive,
+                negative_prompt=prompt.negative or None,
+                # one prompt, encoded once, repeated for every variant of the call
+                num_images_per_prompt=len(seeds),
+                num_inference_steps=self.steps,
+                guidance_scale=self.guidance,
+                generator=self._generators(seeds),
+                callback_on_step_end=self._callback(progress, done, calls),
+                output_type="pil",
+                **inputs,
+            ))
             try:
-                out = pipe(
-                    prompt=[prompt.positive] * len(seeds),
-                    negative_prompt=[prompt.negative] * len(seeds) if prompt.negative else None,
-                    num_inference_steps=self.config.steps,
-                    guidance_scale=self.config.guidance,
-                    generator=self._generators(seeds),
-                    callback_on_step_end=self._callback(progress),
-                    output_type="pil",
-                    **inputs,
-                )
+                out = pipe(**kwargs)
             except (RuntimeError, ValueError) as exc:
                 import torch
 
                 if isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise GenerationError(
-                        f"{self.name}: out of GPU memory at {self._size}; try --offload, attention slicing "
-                        "or a smaller short side"
+                        f"{self.name}: out of GPU memory at {self._size} with {len(seeds)} image(s) per call; "
+                        "try --batch-size 1, --offload, or a smaller short side"
                     ) from exc
                 raise GenerationError(f"{self.name} failed with {self.model}: {hf.one_line(exc)}") from exc
         return [im.convert("RGB") for im in out.images]
@@ -254,28 +744,100 @@ class _DiffusionGenerator:
     def _inputs(self, request: GenerateRequest, width: int, height: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _skip(self, request: GenerateRequest) -> bool:
+        """True when there is nothing to denoise (img2img at strength 0): no model is loaded."""
+        return False
+
+    def _kept(self, request: GenerateRequest) -> Image.Image:
+        return request.background.convert("RGB").resize(request.image.size, Image.LANCZOS)
+
     def __call__(self, request: GenerateRequest) -> Image.Image:
         """One new background for ``request``, RGB at ``request.image.size``."""
-        width, height = generation_size(*request.image.size, self.config.short_side)
+        return self.generate_batch([request])[0]
+
+    def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[Image.Image]:
+        """The variants of one image (same image, mask and prompt; one seed each), in order.
+
+        Runs ``ceil(len / max_batch())`` pipeline calls, each with one ``torch.Generator`` per
+        variant and the prompt encoded once. Requests that differ in image or prompt are made
+        in separate calls. Each result is RGB at its request's image size.
+        """
+        requests = list(requests)
+        if not requests:
+            return []
+        first = requests[0]
+        if self._skip(first):
+            return [self._kept(r) for r in requests]
+        same = [r for r in requests if r.prompt == first.prompt and _same_image(r.image, first.image)
+                and _same_image(r.mask, first.mask) and _same_image(r.background, first.background)]
+        if len(same) != len(requests):  # not one image's variants: each group on its own
+            return [self.generate_batch([r])[0] for r in requests]
+        self.load()
+        width, height = generation_size(*first.image.size, self.short_side)
         self._size = f"{width}x{height}"
-        inputs = self._inputs(request, width, height)
-        if inputs is None:  # nothing to do (img2img with strength 0)
-            return request.background.convert("RGB").resize(request.image.size, Image.LANCZOS)
-        image = self._run(request.prompt, [request.seed], request.progress, **inputs)[0]
-        if image.size != request.image.size:
-            image = image.resize(request.image.size, Image.LANCZOS)
-        return image
+        inputs = self._inputs(first, width, height)
+        per_call = max(1, self.max_batch(width, height))
+        self._batch = min(per_call, len(requests))
+        chunks = [requests[i:i + per_call] for i in range(0, len(requests), per_call)]
+        images: list[Image.Image] = []
+        for k, chunk in enumerate(chunks):
+            images += self._run(first.prompt, [r.seed for r in chunk], first.progress, k, len(chunks), **inputs)
+        return [im if im.size == r.image.size else im.resize(r.image.size, Image.LANCZOS)
+                for im, r in zip(images, requests)]
 
     def describe(self) -> dict[str, Any]:
-        """What goes into the image metadata: model, steps, sampler, CFG scale, generation size."""
-        return {
+        """What goes into run.json and the A1111 fields: model, profile, steps, sampler, CFG, size, LoRA."""
+        scheduler = (type(self._pipe.scheduler).__name__ if self._pipe is not None
+                     else SCHEDULERS[self.scheduler_name] or "default")
+        info: dict[str, Any] = {
             "model": self.model,
-            "steps": self.config.steps,
-            # the loaded pipeline's scheduler, in case a caller (the studio) swapped it since loading
-            "sampler": type(self._pipe.scheduler).__name__ if self._pipe is not None else (self._sampler or "default"),
-            "cfg_scale": self.config.guidance,
+            "profile": self.profile.name,
+            "steps": self.steps,
+            # the A1111 sampler name where there is one (the studio may swap the scheduler after loading)
+            "sampler": A1111_SAMPLERS.get(scheduler, scheduler),
+            "scheduler": scheduler,
+            "cfg_scale": self.guidance,
             "size": self._size,
         }
+        if self._batch:
+            info["batch_size"] = self._batch
+        if self._tiny_vae:
+            info["vae"] = self._tiny_vae
+        if self._plan is not None:
+            info["device"], info["dtype"] = self._plan.device, self._plan.dtype
+            if self._plan.offload:
+                info["offload"] = self._plan.offload
+            if self._plan.compile:
+                info["compile"] = True
+        if self._loaded_loras:
+            info["lora"] = [{"name": lo.name, "scale": lo.scale, "hash": lo.hash, "source": lo.source,
+                             "lcm": lo.lcm} for lo in self._loaded_loras]
+        extra = a1111_extra(info)
+        if extra:
+            info["a1111"] = extra
+        return info
+
+
+def a1111_extra(described: dict[str, Any]) -> dict[str, Any]:
+    """The extra A1111 ``parameters`` fields for a generator's ``describe()``: ``Lora hashes`` and
+    ``VAE`` where they apply, and the ``<lora:name:scale>`` tags A1111 keeps in the prompt text
+    (under ``"prompt_suffix"``, for the caller to append to the prompt it records).
+
+    >>> a1111_extra({"lora": [{"name": "lcm-lora-sdv1-5", "scale": 1.0, "hash": "abc123abc123"}]})["Lora hashes"]
+    'lcm-lora-sdv1-5: abc123abc123'
+    """
+    out: dict[str, Any] = {}
+    loras = described.get("lora") or []
+    if loras:
+        out["Lora hashes"] = ", ".join(f"{lo['name']}: {lo['hash']}" for lo in loras)
+        out["prompt_suffix"] = " " + " ".join(f"<lora:{lo['name']}:{lo['scale']:g}>" for lo in loras)
+    if described.get("vae"):
+        out["VAE"] = Path(str(described["vae"])).name
+    return out
+
+
+def _same_image(a: Image.Image, b: Image.Image) -> bool:
+    return a is b or (a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes())
 
 
 class Txt2ImgGenerator(_DiffusionGenerator):
@@ -309,8 +871,15 @@ class Txt2ImgGenerator(_DiffusionGenerator):
             raise ConfigError(f"num_images: expected at least 1, got {num_images}")
         width, height = _round8(int(width), "width"), _round8(int(height), "height")
         self._size = f"{width}x{height}"
+        self.load()
         seeds = [int(seed) + k for k in range(num_images)]
-        return self._run(prompt, seeds, progress, width=width, height=height)
+        per_call = max(1, self.max_batch(width, height))
+        self._batch = min(per_call, num_images)
+        chunks = [seeds[i:i + per_call] for i in range(0, num_images, per_call)]
+        images: list[Image.Image] = []
+        for k, chunk in enumerate(chunks):
+            images += self._run(prompt, chunk, progress, k, len(chunks), width=width, height=height)
+        return images
 
 
 class InpaintGenerator(_DiffusionGenerator):
@@ -318,7 +887,8 @@ class InpaintGenerator(_DiffusionGenerator):
 
     name = "sd-inpaint"
     default_model = DEFAULT_INPAINT_MODEL
-    pipeline_class = "StableDiffusionInpaintPipeline"
+    auto_class = "AutoPipelineForInpainting"
+    task = "inpainting"
 
     def _inputs(self, request: GenerateRequest, width: int, height: int) -> dict[str, Any]:
         from PIL import ImageOps
@@ -326,22 +896,37 @@ class InpaintGenerator(_DiffusionGenerator):
         init = request.image.convert("RGB").resize((width, height), Image.LANCZOS)
         # white = repaint: everything that is not foreground
         repaint = ImageOps.invert(request.mask.convert("L")).resize((width, height), Image.BILINEAR)
-        return {"image": init, "mask_image": repaint, "width": width, "height": height}
+        return {"image": init, "mask_image": repaint, "width": width, "height": height,
+                # Turbo/LCM profiles take few steps: denoise the whole background in all of them
+                "strength": 1.0}
 
 
 class Img2ImgGenerator(_DiffusionGenerator):
     """``sd-img2img``: the clean background moved towards the prompt by ``config.strength``."""
 
     name = "sd-img2img"
-    pipeline_class = "StableDiffusionImg2ImgPipeline"
+    auto_class = "AutoPipelineForImage2Image"
+    task = "image-to-image"
 
-    def _inputs(self, request: GenerateRequest, width: int, height: int) -> dict[str, Any] | None:
-        if int(self.config.steps * self.config.strength) < 1:
+    @property
+    def steps(self) -> int:
+        if self.config.steps is not None:
+            return self.config.steps
+        # img2img runs steps x strength of them: a 1-step profile needs more for one to remain
+        if self.config.strength <= 0:
+            return self.profile.steps
+        return max(self.profile.steps, math.ceil(1 / self.config.strength - 1e-9))
+
+    def _skip(self, request: GenerateRequest) -> bool:
+        if int(self.steps * self.config.strength) < 1:
             runlog.warn(
-                f"sd-img2img: strength {self.config.strength} with {self.config.steps} steps leaves no "
+                f"sd-img2img: strength {self.config.strength} with {self.steps} steps leaves no "
                 "denoising step; the clean background is used unchanged"
             )
-            return None
+            return True
+        return False
+
+    def _inputs(self, request: GenerateRequest, width: int, height: int) -> dict[str, Any]:
         init = request.background.convert("RGB").resize((width, height), Image.LANCZOS)
         return {"image": init, "strength": self.config.strength}
 
@@ -353,7 +938,7 @@ class Img2ImgGenerator(_DiffusionGenerator):
 
 
 def load_txt2img(config: GenerateConfig) -> Txt2ImgGenerator:
-    """A loaded text-to-image generator for ``config`` (model, steps, scheduler, device, ...)."""
+    """A loaded text-to-image generator for ``config`` (model, steps, scheduler, LoRA, device, ...)."""
     gen = Txt2ImgGenerator(config)
     gen.load()
     return gen

@@ -459,12 +459,22 @@ class _LLMRefiner:
         self.model_file = self._find_model()
         self._runtime: Any = None
         self._fallback: Any = None
+        self._n_threads: Optional[int] = None
         # what the answer may take of CLIP's window once the style's own words are in
         template = styles.apply_style(self.style, "", max_tokens=None).positive
         self.budget = max(8, styles.CLIP_TOKENS - styles.approx_tokens(template))
 
     def _find_model(self) -> Path:
         return resolve_model(self.config)
+
+    def _threads(self) -> int:
+        """The CPU threads the runtime gets, chosen once at load (see devices.pick_threads)."""
+        if self._n_threads is None:
+            from ..devices import pick_threads
+
+            self._n_threads = pick_threads(self.config.threads)
+            log.info("%s runs on %d CPU thread(s)", self.name, self._n_threads)
+        return self._n_threads
 
     # -- what the pipeline sees --------------------------------------------------------------
     @classmethod
@@ -484,6 +494,7 @@ class _LLMRefiner:
             "temperature": self.config.temperature,
             "seed": self.config.seed,
             "max_tokens": self.config.max_tokens,
+            **({"threads": self._n_threads} if self._n_threads else {}),
         }
 
     def __call__(self, caption: str) -> Prompt:
@@ -531,7 +542,8 @@ class _LLMRefiner:
 
 
 class LlamaCppRefiner(_LLMRefiner):
-    """A GGUF chat model through llama-cpp-python (CPU threads = all cores)."""
+    """A GGUF chat model through llama-cpp-python (CPU threads: ``devices.pick_threads``, the free
+    physical cores unless ``refine.threads`` or ``$BACKDROP_THREADS`` says otherwise)."""
 
     name = "llama-cpp"
     module = "llama_cpp"
@@ -544,7 +556,8 @@ class LlamaCppRefiner(_LLMRefiner):
                 model_path=str(self.model_file),
                 n_ctx=max(1024, 640 + self.config.max_tokens),  # the worked examples take about 400
                 seed=self.config.seed,
-                n_threads=os.cpu_count() or 1,
+                n_threads=self._threads(),
+                n_threads_batch=self._threads(),  # llama-cpp-python's default is every logical CPU
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -614,7 +627,7 @@ class GPT4AllRefiner(_LLMRefiner):
                 model_path=str(folder),
                 allow_download=self.config.allow_download,
                 device="cpu",
-                n_threads=os.cpu_count() or 1,  # also makes GPT4All raise when the load failed
+                n_threads=self._threads(),  # also makes GPT4All raise when the load failed
                 verbose=False,
             )
         except Exception as exc:  # noqa: BLE001 - GPT4All raises bare Exception("Model not loaded")

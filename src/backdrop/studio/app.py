@@ -28,7 +28,6 @@ from backdrop.errors import BackdropError
 from backdrop.generate import GENERATORS
 from backdrop.generate.diffusion import SCHEDULERS
 from backdrop.inpaint import INPAINTERS
-from backdrop.metadata import a1111_parameters
 from backdrop.refine import REFINERS
 from backdrop.segment import SEGMENTERS
 from backdrop.studio import core
@@ -99,11 +98,12 @@ def has_cuda() -> bool:
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
-def load_txt2img(model: str, device: str, offload: bool) -> core.Txt2Img:
-    """The text-to-image pipeline, loaded once per process for (model, device, offload)."""
+def load_txt2img(model: str, device: str, offload: bool, lora: tuple = (), tiny_vae: str | None = None) -> core.Txt2Img:
+    """The text-to-image pipeline, loaded once per process for (model, device, offload, LoRA, tiny VAE)."""
     from backdrop.generate.diffusion import load_txt2img as _load
 
-    return core.Txt2Img(_load(GenerateConfig(backend="sd-txt2img", model=model, device=device, offload=offload)))
+    return core.Txt2Img(_load(GenerateConfig(backend="sd-txt2img", model=model, device=device, offload=offload,
+                                             lora=tuple(lora), tiny_vae=tiny_vae)))
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -142,6 +142,16 @@ def text_to_image_page() -> None:
     offload = False
     if has_cuda():
         offload = sb.toggle("Model CPU offload (small GPUs)", key="t2i_offload")
+    speed = sb.selectbox("Preset", core.SPEED_PRESETS, key="t2i_preset",
+                         help="fast: the family's LCM-LoRA (or a Turbo model's 1 step), no CFG, tiny VAE; "
+                              "quality: the profile's steps, DPM++, full VAE; custom: the settings below")
+    lora_text = sb.text_area("LoRA (one per line: path, Hub id or store name[:scale])", key="t2i_lora", height=68)
+    tiny_text = sb.text_input("Tiny VAE (auto, id, folder; empty: full VAE)", key="t2i_tiny_vae").strip()
+    try:
+        fast = core.speed_settings(speed, lora_text, tiny_text)
+    except BackdropError as exc:
+        st.error(one_line(exc))
+        fast = core.speed_settings("custom")
 
     try:
         styles = load_styles(styles_file or None)
@@ -150,7 +160,7 @@ def text_to_image_page() -> None:
         styles = load_styles()
     names = list(styles)
 
-    problem = core.model_problem(model_text, device, offload)
+    problem = core.model_problem(model_text, device, offload, lora=fast["lora"], tiny_vae=fast["tiny_vae"])
     if problem:
         st.warning(problem)
 
@@ -168,12 +178,16 @@ def text_to_image_page() -> None:
     c2.caption(f"**Sent:** {prompt.positive or '(empty)'}  \n**Negative:** {prompt.negative or '(none)'}")
 
     a, b, c, d = st.columns(4)
-    steps = int(a.number_input("Steps", 1, 150, 25, key="t2i_steps"))
-    guidance = float(b.number_input("Guidance", 0.0, 30.0, 7.5, step=0.5, key="t2i_guidance"))
+    steps = int(a.number_input("Steps", 1, 150, 25, key="t2i_steps", disabled=fast["profile_sampling"]))
+    guidance = float(b.number_input("Guidance", 0.0, 30.0, 7.5, step=0.5, key="t2i_guidance",
+                                    disabled=fast["profile_sampling"]))
     width = int(c.number_input("Width", 64, 2048, 512, step=8, key="t2i_width"))
     height = int(d.number_input("Height", 64, 2048, 512, step=8, key="t2i_height"))
     e, f, g = st.columns([1, 1, 2])
-    scheduler = e.selectbox("Scheduler", list(SCHEDULERS), key="t2i_scheduler")
+    scheduler = e.selectbox("Scheduler", list(SCHEDULERS), key="t2i_scheduler",
+                            disabled=fast["profile_sampling"])
+    if fast["profile_sampling"]:  # the model profile's steps and guidance (and the preset's sampler)
+        steps, guidance, scheduler = None, None, fast["scheduler"] or "default"
     count = int(f.number_input("Images", 1, 8, 1, key="t2i_count"))
     with g:
         fixed_seed = seed_widgets("t2i")
@@ -187,7 +201,7 @@ def text_to_image_page() -> None:
             st.error("Write a prompt first.")
         else:
             run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, negative, fixed_seed,
-                        w8, h8, count, steps, guidance, scheduler)
+                        w8, h8, count, steps, guidance, scheduler, fast)
 
     saved = st.session_state.get("t2i_results")
     if saved:
@@ -199,14 +213,15 @@ def text_to_image_page() -> None:
 
 
 def run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, negative, fixed_seed,
-                width, height, count, steps, guidance, scheduler) -> None:
+                width, height, count, steps, guidance, scheduler, fast=None) -> None:
     from backdrop.pipeline import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     resolved = core.resolve_model(model_text)
     bar = st.progress(0.0, text=f"Seed {seed}: loading the model…")
     try:
-        gen = load_txt2img(resolved, device, offload)
+        fast = fast or core.speed_settings("custom")
+        gen = load_txt2img(resolved, device, offload, fast["lora"], fast["tiny_vae"])
 
         def on_step(i: int, n: int) -> None:
             bar.progress(min(i / max(n, 1), 1.0), text=f"Seed {seed}: step {i}/{n}")
@@ -216,14 +231,13 @@ def run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, ne
             images, described = gen.generate(prompt, seed=seed, width=width, height=height, num_images=count,
                                              steps=steps, guidance=guidance, scheduler=scheduler, progress=on_step)
         settings = {"steps": steps, "guidance": guidance, "scheduler": scheduler, "width": width, "height": height,
-                    "num_images": count, "device": device, "offload": offload, "model_field": model_text}
+                    "num_images": count, "device": device, "offload": offload, "model_field": model_text,
+                    "lora": list(fast["lora"]), "tiny_vae": fast["tiny_vae"]}
         model_name = model_text or described.get("model") or core.default_model()
         saved = []
         for k, image in enumerate(images):
             s = seed + k
-            params = a1111_parameters(prompt.positive, prompt.negative, steps=described.get("steps"),
-                                      sampler=described.get("sampler"), cfg_scale=described.get("cfg_scale"),
-                                      seed=s, size=image.size, model=model_name)
+            params = core.a1111_for(prompt, described, seed=s, size=image.size, model=model_name)
             record = core.txt2img_record(prompt=prompt, style=style_name, user_prompt=prompt_text,
                                          user_negative=negative, seed=s, index=k, described=described,
                                          settings=settings)

@@ -103,8 +103,32 @@ def pull_command(text: str) -> str:
     return f"backdrop models pull {spec.name if spec is not None else 'sd15'}"
 
 
+SPEED_PRESETS = ("custom", "fast", "quality")  # the studio's names for config.PRESETS' generate part
+
+
+def speed_settings(preset: str, lora_text: str = "", tiny_vae: str = "") -> dict[str, Any]:
+    """The LoRA list and tiny VAE for the studio's preset choice and its LoRA/tiny VAE fields.
+
+    ``fast`` adds the family's LCM-LoRA and the tiny VAE (steps and guidance from the profile),
+    ``quality`` uses the full VAE and DPM++; ``custom`` takes the fields as typed.
+
+    >>> speed_settings("fast", "my.safetensors:0.8")
+    {'lora': ('my.safetensors:0.8', 'lcm'), 'tiny_vae': 'auto', 'profile_sampling': True, 'scheduler': None}
+    """
+    if preset not in SPEED_PRESETS:
+        raise BackdropError(f"unknown preset {preset!r}; choose one of: {', '.join(SPEED_PRESETS)}")
+    loras = tuple(line.strip() for line in (lora_text or "").replace(",", "\n").splitlines() if line.strip())
+    tiny = (tiny_vae or "").strip() or None
+    if preset == "fast":
+        return {"lora": loras if "lcm" in loras else (*loras, "lcm"), "tiny_vae": tiny or "auto",
+                "profile_sampling": True, "scheduler": None}
+    if preset == "quality":
+        return {"lora": loras, "tiny_vae": None, "profile_sampling": True, "scheduler": "dpm++"}
+    return {"lora": loras, "tiny_vae": tiny, "profile_sampling": False, "scheduler": None}
+
+
 def model_problem(model_text: str, device: str = "auto", offload: bool = False, *,
-                  default: str | None = None) -> str | None:
+                  default: str | None = None, lora: tuple[str, ...] = (), tiny_vae: str | None = None) -> str | None:
     """None when the diffusion model can load here; else one sentence with the fixing command.
 
     ``default`` is the model used for an empty field (the studio's default text-to-image model
@@ -117,13 +141,16 @@ def model_problem(model_text: str, device: str = "auto", offload: bool = False, 
     resolved = resolve_model(text)
     try:
         reason = Txt2ImgGenerator.availability(GenerateConfig(backend="sd-txt2img", model=resolved,
-                                                              device=device, offload=offload))
+                                                              device=device, offload=offload, lora=tuple(lora),
+                                                              tiny_vae=tiny_vae))
     except BackdropError as exc:
         reason = str(exc)
     if reason is None:
         return None
     if "pip install" in reason or reason.startswith("device"):  # a missing package or GPU, not a missing model
         return f"Stable Diffusion cannot run here: {reason}."
+    if reason.startswith(("LoRA", "tiny VAE")):
+        return f"{reason[:1].upper()}{reason[1:]}."
     if looks_local(resolved) and not _is_store_path(resolved):
         what = reason.split(";")[0].strip()
         return (f"{what[:1].upper()}{what[1:]}: pass a folder saved with save_pretrained, "
@@ -165,11 +192,15 @@ class Txt2Img:
         self.pipe = generator.load()
         self._model_scheduler = self.pipe.scheduler  # the model's own ("default")
 
-    def generate(self, prompt: Any, *, seed: int, width: int, height: int, num_images: int, steps: int,
-                 guidance: float, scheduler: str, progress: Optional[Callable[[int, int], None]] = None
+    def generate(self, prompt: Any, *, seed: int, width: int, height: int, num_images: int,
+                 steps: Optional[int], guidance: Optional[float], scheduler: str,
+                 progress: Optional[Callable[[int, int], None]] = None
                  ) -> tuple[list[Image.Image], dict[str, Any]]:
-        """``num_images`` images (image k has seed ``seed + k``) and what describes them for metadata."""
-        from ..generate.diffusion import SCHEDULERS
+        """``num_images`` images (image k has seed ``seed + k``) and what describes them for metadata.
+
+        ``steps``/``guidance`` None: the model profile's (e.g. 4 steps, no CFG with an LCM-LoRA).
+        """
+        from ..generate.diffusion import A1111_SAMPLERS, SCHEDULERS
         from ..registry import require
 
         if scheduler not in SCHEDULERS:
@@ -180,12 +211,27 @@ class Txt2Img:
         elif type(self.pipe.scheduler).__name__ != cls_name:
             diffusers = require("diffusers", "diffusion")
             self.pipe.scheduler = getattr(diffusers, cls_name).from_config(self._model_scheduler.config)
-        self.generator.config = replace(self.generator.config, steps=int(steps), guidance=float(guidance),
+        self.generator.config = replace(self.generator.config,
+                                        steps=None if steps is None else int(steps),
+                                        guidance=None if guidance is None else float(guidance),
                                         scheduler=scheduler)
         images = self.generator.generate(prompt, int(seed), int(width), int(height), int(num_images), progress)
         described = dict(self.generator.describe())
-        described["sampler"] = type(self.pipe.scheduler).__name__
+        name = type(self.pipe.scheduler).__name__
+        described["scheduler"], described["sampler"] = name, A1111_SAMPLERS.get(name, name)
         return images, described
+
+
+def a1111_for(prompt: Any, described: Mapping[str, Any], *, seed: int, size: Any, model: str) -> str:
+    """The A1111 ``parameters`` text of a studio image: LoRA tags in the prompt, ``Lora hashes``,
+    ``VAE`` as AUTOMATIC1111 writes them."""
+    from ..metadata import a1111_parameters
+
+    extra = dict(described.get("a1111") or {})
+    suffix = extra.pop("prompt_suffix", "")
+    return a1111_parameters(prompt.positive + suffix, prompt.negative, steps=described.get("steps"),
+                            sampler=described.get("sampler"), cfg_scale=described.get("cfg_scale"),
+                            seed=seed, size=size, model=model, extra=extra or None)
 
 
 # -- saving ----------------------------------------------------------------------------------
