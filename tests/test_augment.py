@@ -442,3 +442,15 @@ def test_mask_cache_skips_the_segmenter_when_augmenting_again(tmp_path):
             assert all(np.array_equal(after[m], before[m]) for m in masks)
     off = invoke("augment", src, "-o", tmp_path / "o3", "-n", "1", "--seed", "3", "--mask-cache", "off", *FAST[:-1])
     assert off.exit_code == 0 and "segment" in off.output.split("time per stage")[1]
+
+
+def test_yolo_image_without_label_file_is_a_background_only_image(tmp_path):
+    src = tmp_path / "src"
+    make_yolo(src)
+    (src / "labels/train/img1.txt").unlink()  # a negative: no object in it
+    out = tmp_path / "out"
+    assert invoke("augment", src, "-o", out, "-n", "1", "--seed", "1", *FAST).exit_code == 0
+    line = next(m for m in manifest(out) if m["source"] == "images/train/img1.png" and m.get("variant"))
+    assert line["background_only"] is True and line["label_check"]["objects"] == 0
+    assert not (out / "labels/train/img1_bd1.txt").exists() or (out / "labels/train/img1_bd1.txt").read_text() == ""
+    assert not any(m.get("background_only") for m in manifest(out) if m["source"] != "images/train/img1.png")

@@ -588,6 +588,8 @@ class Worker:
             files = {rel: data, **ds.label_files(item, rel)}
             man = {"image": rel, "source": item.rel, "split": item.split, "variant": v.index, "seed": v.seed,
                    "backends": names, "mask": mask_from, "label_check": lcheck, "sha256": sha256_bytes(data)}
+            if labels_ is not None and not labels_.objects and labels_.mask_file is None:
+                man["background_only"] = True  # no labelled object: the whole picture got a new background
             if pipe.uses_prompt:
                 man["prompt"] = {"positive": prep.prompt.positive, "negative": prep.prompt.negative}
             bg = prep.notes.get(f"pool.file.seed{v.seed}")
