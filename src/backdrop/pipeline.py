@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import platform
 import secrets
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -314,13 +314,16 @@ class Pipeline:
                 images[j] = None  # hand each image over, hold none: a large -n stays one variant deep
                 seed = seeds[i]
                 if checker is not None:
-                    bg, seed, keep = self._checked(prep, requests[j], bg, checker, earlier, label)
+                    with runlog.collecting(label=label) as rec:  # a regeneration notes what it used too
+                        bg, seed, keep = self._checked(prep, requests[j], bg, checker, earlier, label)
+                    prep.notes.update(rec["notes"])
+                    prep.warnings.extend(w for w in rec["warnings"] if w not in prep.warnings)
                     if not keep:
                         continue
-                comp = prep.timed("composite", lambda: composite(prep.image, prep.mask, bg, cfg.composite))
+                comp = prep.timed("composite", partial(composite, prep.image, prep.mask, bg, cfg.composite))
                 yield Variant(i + 1, seed, bg, comp)
                 del bg, comp
-            del images, requests
+            del images
 
     @property
     def checker(self) -> Any:

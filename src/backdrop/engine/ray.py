@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional
 
 from .. import errors
-from ..errors import BackdropError, ConfigError, OutputError
+from ..errors import BackdropError, ConfigError
 from ..registry import require
 from .work import Job, Outcome, Plan, Summary, Task, Worker
 

@@ -463,9 +463,9 @@ class Worker:
                     log.info("mask from the cache (the segmenter made it for this image before)")
             check = None
             if boxes:
-                prep, check = self._box_check(prep, boxes, item)
-                if check is None:  # skipped: too little of a labelled object found
-                    return Outcome(task.key, "dropped", self._dropped, exit_code=6)
+                check, dropped = self._box_check(prep, boxes, item)
+                if dropped:  # skipped: too little of a labelled object found
+                    return Outcome(task.key, "dropped", dropped, exit_code=6)
             if job.kind == "run":
                 written = write_run_item(self.pipe, w, task.key, task.seed, prep,
                                          self._variants(task, prep, missing), captured.getvalue)
@@ -494,9 +494,10 @@ class Worker:
             region[max(0, int(y0 - gy)):int(np.ceil(y1 + gy)), max(0, int(x0 - gx)):int(np.ceil(x1 + gx))] = 255
         return None, Image.fromarray(region, "L"), boxes
 
-    def _box_check(self, prep: Any, boxes: list, item: Any):
+    def _box_check(self, prep: Any, boxes: list, item: Any) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
-        (``box_fallback="box"``, recorded) or skip the image."""
+        (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Returns the
+        record and, for a skipped image, the one-line reason."""
         m = np.asarray(prep.mask) > 0
         h, w = m.shape
         covers, fallback = [], []
@@ -508,11 +509,11 @@ class Worker:
             covers.append(round(cover, 3))
             if cover < self.job.box_min_cover:
                 fallback.append(i)
+        record = {"box_cover": covers, "box_fallback": fallback}
         if fallback and self.job.box_fallback == "skip":
-            self._dropped = (f"{item.rel}: the mask covers too little of labelled object(s) {fallback} "
-                             f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
-                             "(use --box-fallback box to keep whole boxes)")
-            return prep, None
+            return record, (f"{item.rel}: the mask covers too little of labelled object(s) {fallback} "
+                            f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
+                            "(use --box-fallback box to keep whole boxes)")
         if fallback:
             mm = m.copy()
             for i in fallback:
@@ -526,7 +527,7 @@ class Worker:
                 prep.background = prep.timed("inpaint", lambda: self.pipe.inpainter(prep.image, new_mask))
             prep.known = _known_background(new_mask, self.job.config.inpaint.dilate)
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
-        return prep, {"box_cover": covers, "box_fallback": fallback}
+        return record, ""
 
     def _variants(self, task: Task, prep: Any, missing: list[int]):
         from ..pipeline import variant_seed
@@ -545,7 +546,7 @@ class Worker:
 
     def _write_dataset(self, task: Task, w: Any, prep: Any, missing: list[int], check: dict | None) -> int:
         """Variant images (same format as the source by default) and their label files."""
-        from ..metadata import a1111_parameters, encode_image
+        from ..metadata import encode_image
 
         job, pipe, ds, item = self.job, self.pipe, self.dataset, task.item
         src_ext = Path(task.path).suffix.lower()
@@ -692,7 +693,7 @@ def write_run_item(pipe: Any, w: Any, name: str, seed: int, prep: Any, variants:
         written += 1
         del v, files  # nothing of a written variant is held while the next one is made
     seeds = {int(p[1:]): w.state.parts[p]["record"].get("seed") for p in w.state.parts if p.startswith("v")}
-    full = {**pipe.record(pipe.result(prep, [], seed)),
+    full = {**pipe.record(pipe.result(prep, [], seed)),  # again: timings and notes now hold the variants
             "variants": [{"index": k, "seed": seeds[k], "background": f"background_{k}.png",
                           "composite": f"composite_{k}.png"} for k in sorted(seeds)]}
     w.replace_part("meta", {
