@@ -372,6 +372,11 @@ def new_background_page() -> None:
     for w in analysis.warnings:
         st.caption(f"⚠ {w}")
 
+    from backdrop.generate import GENERATORS
+
+    if not getattr(GENERATORS.load(cfg.generate.backend), "uses_prompt", True):
+        st.caption(f"ℹ The {cfg.generate.backend} generator does not read the prompt; it is kept in the "
+                   "record but not written into the images' parameters.")
     positive = st.text_area("Prompt (edit before generating)", key="bg_prompt", height=90)
     negative = st.text_area("Negative prompt", key="bg_negative", height=70)
     a, b = st.columns([1, 2])
