@@ -288,3 +288,31 @@ def test_seeds_stay_in_range_at_the_top(tmp_path):
     assert "4294967296" not in proc.stderr
     rec = json.loads((tmp_path / "out" / "img" / "run.json").read_text())
     assert all(0 <= v["seed"] < 2**32 for v in rec["variants"])
+
+
+def test_a_torn_journal_line_loses_nothing_after_it(tmp_path):
+    """A kill mid-append leaves a line without its newline; the next run's entries must not be
+    glued onto it (that would hide which files are the item's own)."""
+    from backdrop.outputs import OutputSet, read_journal
+
+    with OutputSet.open(tmp_path / "out", "run", seed=1) as out:
+        with out.item("img", "fp") as w:
+            w.own_dir("img")
+            w.write_part("v1", {"img/a.png": b"a"})
+        journal = w.journal
+    with open(journal, "ab") as fh:
+        fh.write(b'{"done": "v9", "files": {"img/z.p')  # torn by a kill
+    # the next run announces v2, links its file, and is killed before recording it
+    with OutputSet.open(tmp_path / "out", "run", seed=1) as out:
+        with out.item("img", "fp") as w:
+            w._append({"pending": "v2", "files": ["img/b.png"]})
+            (tmp_path / "out" / "img" / "b.png").write_bytes(b"half")
+    # a rerun knows b.png as its own: it is replaced, not reported as someone else's file
+    with OutputSet.open(tmp_path / "out", "run", seed=1) as out:
+        with out.item("img", "fp") as w:
+            assert w.has("v1") and not w.has("v2")
+            w.write_part("v2", {"img/b.png": b"b"})
+            w.finish()
+    assert (tmp_path / "out" / "img" / "b.png").read_bytes() == b"b"
+    state = read_journal(journal)
+    assert set(state.parts) == {"v1", "v2"} and state.complete == {} and not state.pending

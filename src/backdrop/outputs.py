@@ -366,6 +366,7 @@ class ItemWriter:
         self.resumed = 0  # parts kept from an earlier run
 
     def open(self, *, overwrite: bool) -> None:
+        self._end_torn_line()
         state = read_journal(self.journal)
         if state.key and state.fingerprint != self.fingerprint:
             if not overwrite:
@@ -387,6 +388,18 @@ class ItemWriter:
         self.resumed = len(state.parts)
         if not state.key:
             self._rewrite_journal()  # (with the folders it made that still hold someone's files)
+
+    def _end_torn_line(self) -> None:
+        """A kill mid-append can leave a last line without its newline: end it, so the next entry
+        starts a line of its own (the torn one is then skipped on replay, the next one is not)."""
+        try:
+            with open(self.journal, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
+        except (FileNotFoundError, OSError):
+            return
+        if torn:
+            self._append_raw(b"\n")
 
     @property
     def complete(self) -> bool:
@@ -410,7 +423,9 @@ class ItemWriter:
         self.out.write_bytes_replace(self.journal, data)
 
     def _append(self, entry: dict[str, Any]) -> None:
-        line = (json.dumps(entry, default=str) + "\n").encode()
+        self._append_raw((json.dumps(entry, default=str) + "\n").encode())
+
+    def _append_raw(self, line: bytes) -> None:
         try:
             fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
