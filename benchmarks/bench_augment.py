@@ -56,7 +56,7 @@ def make_sets(root: Path, n: int) -> tuple[Path, Path]:
             cx, cy = float(rng.uniform(r, W - r)), float(rng.uniform(r, H - r))
             a = np.linspace(0, 2 * np.pi, 32, endpoint=False)
             rad = r * (1 + 0.12 * np.sin(3 * a + j))
-            pts = list(zip(cx + rad * np.cos(a), cy + rad * np.sin(a)))
+            pts = list(zip(np.clip(cx + rad * np.cos(a), 0, W - 1), np.clip(cy + rad * np.sin(a), 0, H - 1)))
             draw.polygon(pts, fill=tuple(int(v) for v in rng.uniform(30, 140, 3)))
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
