@@ -253,8 +253,13 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
     for note in survey["notes"]:
         log.warning(note)
     if dataset is not None:
-        log.warning("%s: %s data set: %d image(s) to augment (splits %s), %d to copy unchanged",
-                    job.inputs[0], dataset.format, survey["augment"],
+        found = f"{dataset.format} data set"
+        if job.format == "auto":  # say what the layout was recognised as
+            from ..datasets import detect
+
+            found = detect(Path(job.inputs[0]))[1]
+        log.warning("%s: %s: %d image(s) to augment (splits %s), %d to copy unchanged",
+                    job.inputs[0], found, survey["augment"],
                     ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
     pipe = None
     if load and survey["augment"]:
