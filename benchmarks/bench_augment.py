@@ -7,6 +7,7 @@ masks: no segmenter). Then, one variant per image, prints images/s for:
   naive            benchmarks/naive_pipeline.py: new rembg session + LLM load per image, every stage
   run (today)      `backdrop run` on the same images, default profile
   augment boxes    default profile: ISNet within the boxes + the `random` generator
+  augment again    the same boxes set with another seed: the segmenter's masks come from the cache
   augment polygons default profile: masks from the labels, no segmenter
   augment offline  weight-free: classical segmenter within the boxes + `random`
 
@@ -107,12 +108,18 @@ def main() -> None:
         secs = naive(sorted(subset.iterdir()), tmp / "naive-out")
         rows.append(("naive script", n, secs))
         rows.append(("backdrop run (default)", n, timed(["run", subset, "-o", tmp / "run-out", "-n", "1", "--seed", "1",
-                                                          "-q"])))
-        common = ["-n", "1", "--seed", "1", "--generator", gen, "-q"]
-        rows.append(("augment, boxes (ISNet)", args.images, timed(["augment", boxes, "-o", tmp / "a1", *common])))
-        rows.append(("augment, polygons", args.images, timed(["augment", polys, "-o", tmp / "a2", *common])))
+                                                          "--mask-cache", "off", "-q"])))
+        cache = ["--mask-cache", str(tmp / "mask-cache")]  # empty at first: the first run is cold
+        common = ["-n", "1", "--generator", gen, "-q"]
+        rows.append(("augment, boxes (ISNet)", args.images,
+                     timed(["augment", boxes, "-o", tmp / "a1", "--seed", "1", *cache, *common])))
+        rows.append(("augment again, other seed", args.images,
+                     timed(["augment", boxes, "-o", tmp / "a1b", "--seed", "2", *cache, *common])))
+        rows.append(("augment, polygons", args.images,
+                     timed(["augment", polys, "-o", tmp / "a2", "--seed", "1", "--mask-cache", "off", *common])))
         rows.append(("augment, boxes, offline", args.images,
-                     timed(["augment", boxes, "-o", tmp / "a3", "--segmenter", "classical", *common])))
+                     timed(["augment", boxes, "-o", tmp / "a3", "--seed", "1", "--segmenter", "classical",
+                            "--mask-cache", "off", *common])))
     base = rows[0][1] / rows[0][2]
     print(f"\n{'what':28s} {'images':>7s} {'seconds':>9s} {'images/s':>9s} {'vs naive':>9s}")
     for name, count, secs in rows:

@@ -110,6 +110,7 @@ def run(
     feather: Optional[int] = typer.Option(None, "--feather", help="soft edge width in pixels"),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="refuse larger inputs [default: 60000000]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
+    mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines (-vv for debug)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress bar"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
@@ -138,7 +139,8 @@ def run(
         }))
     from .engine.work import Job
 
-    job = Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs), overwrite=overwrite)
+    job = Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs), overwrite=overwrite,
+              mask_cache=_cache_option(mask_cache))
     _run_job(job, engine="local", quiet=quiet, debug=debug)
 
 
@@ -198,6 +200,10 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
         typer.echo(f"base seed {base} (each image's seed derives from it and the image's path)", err=True)
     if summary.failed:
         raise typer.Exit(summary.exit_code)
+
+
+def _cache_option(value: str) -> Optional[str]:
+    return None if value.lower() in ("off", "none", "no", "") else value
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -285,7 +291,7 @@ def augment(
                    copy_other_splits=copy_other_splits, include_originals=include_originals,
                    image_format=image_format, quality=quality, save_masks=save_masks, overwrite=overwrite,
                    box_fallback=box_fallback, box_min_cover=box_cover,
-                   mask_cache=None if mask_cache.lower() in ("off", "none", "no", "") else mask_cache)
+                   mask_cache=_cache_option(mask_cache))
 
     job = guarded(debug, build)
     opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()
