@@ -13,10 +13,12 @@ static shapes for the image size, saved as IR under ``--workdir`` and reused), c
 with ``INFERENCE_NUM_THREADS`` = torch's thread count and the latency hint; in two precisions:
 ``f32`` (like torch) and OpenVINO's default on this CPU (``bf16`` where the CPU has AVX512-BF16/AMX,
 which changes the numbers a little: the UNet's output difference is printed). The text encoder stays
-in torch in both (~0.1 s). Scheduler, tokenizer and image post-processing are the same code.
+in torch in both (~0.1 s). torch's own bf16 (CPU autocast) is measured too, to tell OpenVINO's gain
+from bf16's. Scheduler, tokenizer and image post-processing are the same code.
 
 Printed: per runtime, the cheapest UNet pass (batch 1), TAESD decode and the whole image (best of
-``--repeats``, runtimes alternated, after a warm-up), then the ratios.
+``--repeats`` after a warm-up image), then the ratios. torch runs first, before any OpenVINO model
+exists, and again at the end; the OpenVINO models are compiled one at a time and freed after use.
 
 Why not optimum-intel (``OVStableDiffusionPipeline.from_pretrained(folder, export=True)``)?
 optimum-intel 2.2.0 (the newest) needs transformers < 5.6 and huggingface-hub < 1.22; this
@@ -25,7 +27,7 @@ at import (``cannot import name 'VisionRotaryEmbedding'``). Its export does what
 ``openvino.convert_model`` of each torch module, then a static reshape.
 
     pip install openvino==2026.4.1
-    python benchmarks/bench_openvino.py --threads 2          # ~10 min on 2 cores, ~14 GB RAM
+    python benchmarks/bench_openvino.py --threads 2          # ~3 min on 2 cores (+3 the first time), ~12.5 GB RAM
     python benchmarks/bench_openvino.py --tiny --size 64     # a quick check of the code path
 """
 
@@ -162,7 +164,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch and OpenVINO threads (0: torch's own choice)")
     parser.add_argument("--tiny", action="store_true", help="tiny random models: a code-path check, not a figure")
-    parser.add_argument("--skip-bf16", action="store_true", help="only OpenVINO f32")
+    parser.add_argument("--skip-bf16", action="store_true", help="only fp32 (torch and OpenVINO)")
     args = parser.parse_args()
 
     import openvino as ov
@@ -178,8 +180,10 @@ def main() -> int:
     pipe = load_pipeline(paths)
     size = args.size
 
+    autocast = {"on": False}  # torch's own bf16 (CPU autocast): is a gain OpenVINO's or bf16's?
+
     def image():
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast["on"]):
             pipe(prompt=PROMPT, num_inference_steps=STEPS, guidance_scale=1.0, width=size, height=size,
                  generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
 
@@ -189,19 +193,33 @@ def main() -> int:
         pipe(prompt=PROMPT, num_inference_steps=1, guidance_scale=1.0, width=size, height=size, output_type="pil")
     print(f"[torch] load + warm-up {time.perf_counter() - t:.1f} s; peak {peak_gib():.1f} GiB", flush=True)
 
-    files, convert_s = convert(pipe, size, args.workdir / ("ov-ir-tiny" if args.tiny else "ov-ir"))
-    print(f"[openvino] converted UNet + TAESD decoder to IR in {convert_s:.0f} s"
-          f"{' (cached)' if not convert_s else ''}; peak {peak_gib():.1f} GiB", flush=True)
+    parts = time_parts(pipe)
+    results: dict[str, dict[str, list[float]]] = {}
 
-    runtimes: dict[str, OVRuntime | None] = {"torch fp32": None}
-    for precision in (["f32"] if args.skip_bf16 else ["f32", None]):
-        rt = OVRuntime(files, precision, threads)
-        runtimes[f"OpenVINO {rt.precision}{'' if precision else ' (its default here)'}"] = rt
-        print(f"[openvino] compiled ({rt.precision}) in {rt.compile_s:.0f} s; peak {peak_gib():.1f} GiB", flush=True)
-        if not precision and rt.precision == "f32":
-            runtimes.popitem()  # the default is f32 on this CPU: nothing more to measure
+    def measure(name: str) -> None:
+        """A warm-up image, then ``--repeats`` timed ones, with whatever runtime is attached."""
+        r = results[name] = {"image": [], "unet": [], "vae": []}
+        for i in range(args.repeats + 1):
+            before = {k: len(v) for k, v in parts.items()}
+            t = time.perf_counter()
+            image()
+            if i == 0:
+                continue
+            r["image"].append(time.perf_counter() - t)
+            for k in ("unet", "vae"):
+                r[k] += parts[k][before[k]:]
+            print(f"[{name}] image {r['image'][-1]:.2f} s; UNet passes "
+                  f"{', '.join(f'{t:.2f}' for t in r['unet'][-STEPS:])} s, TAESD decode {r['vae'][-1]:.2f} s; "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    # the UNet's output, torch vs each OpenVINO model, on one input
+    # torch first, before any OpenVINO model exists (they hold 3-6 GB more); again at the end
+    measure("torch fp32")
+    if not args.skip_bf16:
+        autocast["on"] = True
+        measure("torch bf16 autocast")
+        autocast["on"] = False
+
+    # the UNet's output on one input: the reference for each OpenVINO model
     latent = size // pipe.vae_scale_factor
     g = torch.Generator("cpu").manual_seed(0)
     x = torch.randn(1, pipe.unet.config.in_channels, latent, latent, generator=g)
@@ -209,38 +227,27 @@ def main() -> int:
     step = torch.tensor(759)
     with torch.no_grad():
         ref = pipe.unet(x, step, ehs, return_dict=False)[0]
-    for name, rt in runtimes.items():
-        if rt is not None:
-            rt.unet_forward(x, step, ehs)  # also its warm-up
-            out = rt.unet_forward(x, step, ehs)[0]
-            rel = ((out - ref).abs().max() / ref.abs().max()).item()
-            print(f"[check] {name} UNet output vs torch: max |difference| / max |torch| = {rel:.2e}", flush=True)
 
-    parts = time_parts(pipe)
-    results: dict[str, dict[str, list[float]]] = {name: {"image": [], "unet": [], "vae": []} for name in runtimes}
+    files, convert_s = convert(pipe, size, args.workdir / ("ov-ir-tiny" if args.tiny else "ov-ir"))
+    print(f"[openvino] converted UNet + TAESD decoder to IR in {convert_s:.0f} s"
+          f"{' (cached)' if not convert_s else ''}; peak {peak_gib():.1f} GiB", flush=True)
+    for precision in (["f32"] if args.skip_bf16 else ["f32", None]):  # one compiled model at a time
+        rt = OVRuntime(files, precision, threads)
+        if not precision and rt.precision == "f32":
+            break  # the default is f32 on this CPU: nothing more to measure
+        name = f"OpenVINO {rt.precision}{'' if precision else ' (its default here)'}"
+        out = rt.unet_forward(x, step, ehs)[0]
+        rel = ((out - ref).abs().max() / ref.abs().max()).item()
+        print(f"[openvino] compiled ({rt.precision}) in {rt.compile_s:.0f} s; UNet output vs torch: max |difference| "
+              f"/ max |torch| = {rel:.2e}; peak {peak_gib():.1f} GiB", flush=True)
+        rt.attach(pipe)
+        measure(name)
+        detach(pipe)
+        del rt
+        gc.collect()
 
-    def run(name: str) -> None:
-        rt = runtimes[name]
-        detach(pipe) if rt is None else rt.attach(pipe)
-        before = {k: len(v) for k, v in parts.items()}
-        t = time.perf_counter()
-        image()
-        results[name]["image"].append(time.perf_counter() - t)
-        for k in ("unet", "vae"):
-            results[name][k] += parts[k][before[k]:]
-
-    names = list(runtimes)
-    for name in names:  # warm-up: one whole image each
-        run(name)
-        results[name] = {"image": [], "unet": [], "vae": []}
-    for i in range(args.repeats):  # alternated, so that none always runs first
-        for name in (names if i % 2 == 0 else names[::-1]):
-            run(name)
-            r = results[name]
-            print(f"[{name}] image {r['image'][-1]:.2f} s; UNet passes "
-                  f"{', '.join(f'{t:.2f}' for t in r['unet'][-STEPS:])} s, TAESD decode {r['vae'][-1]:.2f} s",
-                  flush=True)
-    detach(pipe)
+    # torch again, after the OpenVINO models are freed: how steady the torch figure is
+    measure("torch fp32, again after OpenVINO")
 
     base = results["torch fp32"]
     rows = [("runtime", "UNet pass (batch 1)", "TAESD decode", f"whole image ({STEPS} steps)",
