@@ -316,3 +316,24 @@ def test_a_torn_journal_line_loses_nothing_after_it(tmp_path):
     assert (tmp_path / "out" / "img" / "b.png").read_bytes() == b"b"
     state = read_journal(journal)
     assert set(state.parts) == {"v1", "v2"} and state.complete == {} and not state.pending
+
+
+def test_runs_starting_together_never_take_each_others_temporary_folders(tmp_path):
+    """Each opening of an output cleans up dead runs' folders; one that starts meanwhile must not
+    lose its own (Ray actors open the same output at the same moment)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backdrop.outputs import OutputSet
+
+    def open_write_close(i):
+        with OutputSet.open(tmp_path / "out", "run", seed=1) as out:
+            with out.item(f"img{i}", "fp") as w:
+                w.own_dir(f"img{i}")
+                w.write_part("v1", {f"img{i}/a.png": b"x" * 1000})
+                w.finish()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(open_write_close, range(64)))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == \
+        sorted(f"img{i}" for i in range(64))
+    assert not debris(tmp_path / "out")

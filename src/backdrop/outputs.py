@@ -7,6 +7,7 @@ An *output set* is a folder (``backdrop run -o OUT``, ``backdrop augment -o DST`
     OUT/.backdrop/items/ab/<h>.jsonl  one journal per item (h = sha256 of the item's key)
     OUT/.backdrop/locks/ab/<h>.lock   one lock per item, held while it is written
     OUT/.backdrop/tmp/<run>/          a run's temporary files (its own lock inside)
+    OUT/.backdrop/tmp.lock            held while a run's folder is made or dead runs' are removed
     OUT/manifest.jsonl                one line per written image, rebuilt from the journals
 
 Guarantees, each one tested (tests/test_outputs.py, tests/test_faults.py):
@@ -117,7 +118,10 @@ class OutputSet:
                                     "choose another output folder") from None
         except OSError as exc:
             raise io_error(exc, root, "cannot create output folder") from None
-        self._start_run()
+        try:
+            self._start_run()
+        except OSError as exc:
+            raise io_error(exc, root, "cannot write to output folder") from None
         marker = self.record_dir / SET_FILE
         with self._lock_file(self.record_dir / "set.lock"):
             if marker.is_file():
@@ -134,7 +138,7 @@ class OutputSet:
                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 self.write_bytes_replace(marker, (json.dumps(self.info, indent=2) + "\n").encode())
         # writable, and with room: a probe file, written, synced and removed
-        probe = self.record_dir / "tmp" / f".probe-{os.getpid()}"
+        probe = self._run_tmp / ".probe"
         try:
             with open(probe, "wb") as fh:
                 fh.write(b"\0" * 65536)
@@ -151,9 +155,12 @@ class OutputSet:
         return self.info.get("seed")
 
     def _start_run(self) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.record_dir / "tmp"))
-        fh = open(tmp / ".lock", "w")
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        # made and locked under the clean-up guard: a clean-up never sees a run's folder before
+        # its lock is held (it would take the folder for a dead run's and remove it)
+        with self._lock_file(self.record_dir / "tmp.lock"):
+            tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.record_dir / "tmp"))
+            fh = open(tmp / ".lock", "w")
+            fcntl.flock(fh, fcntl.LOCK_EX)
         self._run_tmp, self._run_lock = tmp, fh
 
     def close(self) -> None:
@@ -172,6 +179,14 @@ class OutputSet:
     def clean_debris(self) -> int:
         """Remove temporary folders of runs that are no longer alive (their lock is free)."""
         removed = 0
+        with self._lock_file(self.record_dir / "tmp.lock"):
+            removed = self._clean_dead_runs()
+        if removed:
+            log.info("removed %d temporary leftover(s) of earlier interrupted runs in %s", removed, self.root)
+        return removed
+
+    def _clean_dead_runs(self) -> int:
+        removed = 0
         for d in (self.record_dir / "tmp").iterdir():
             if not d.is_dir() or d == self._run_tmp:
                 continue
@@ -189,8 +204,6 @@ class OutputSet:
             removed += 1
             if fh is not None:
                 fh.close()
-        if removed:
-            log.info("removed %d temporary leftover(s) of earlier interrupted runs in %s", removed, self.root)
         return removed
 
     # -- items -------------------------------------------------------------------------------------
