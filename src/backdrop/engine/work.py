@@ -228,15 +228,21 @@ class Job:
             with out.finalizing():
                 written = [MANIFEST]
                 with out.replace_stream(out.root / MANIFEST) as fh:
-                    for state in out.records():
-                        for part in state["parts"].values():
-                            line = part["record"].get("manifest")
-                            if line:
-                                fh.write(json.dumps(line, default=str) + "\n")
-                if dataset is not None:
-                    formats = (part["record"]["format"] for state in out.records()
-                               for part in state["parts"].values() if "format" in part["record"])
-                    written += dataset.finalize(out.root.resolve(), formats, copied=self.copied_splits(dataset))
+                    # one pass over the journals: manifest lines written as the format's records stream by
+                    def formats() -> Iterator[dict[str, Any]]:
+                        for state in out.records():
+                            for part in state["parts"].values():
+                                line = part["record"].get("manifest")
+                                if line:
+                                    fh.write(json.dumps(line, default=str) + "\n")
+                                if "format" in part["record"]:
+                                    yield part["record"]["format"]
+
+                    records = formats()
+                    if dataset is not None:
+                        written += dataset.finalize(out.root.resolve(), records, copied=self.copied_splits(dataset))
+                    for _ in records:  # whatever the finaliser did not read still goes into the manifest
+                        pass
             return written
         finally:
             if own:
