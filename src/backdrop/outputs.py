@@ -376,7 +376,6 @@ class ItemWriter:
         self.fingerprint = fingerprint
         self.journal = journal
         self.state = ItemState()
-        self.resumed = 0  # parts kept from an earlier run
 
     def open(self, *, overwrite: bool) -> None:
         self._end_torn_line()
@@ -398,7 +397,6 @@ class ItemWriter:
                         (self.out.root / rel).unlink()
             state.pending.clear()
         self.state = state
-        self.resumed = len(state.parts)
         if not state.key:
             self._rewrite_journal()  # (with the folders it made that still hold someone's files)
 

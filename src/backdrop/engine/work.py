@@ -50,9 +50,6 @@ class Task:
     kind: Literal["augment", "copy"] = "augment"
     item: Any = None  # datasets.Item for data set jobs
 
-    def to_row(self) -> dict[str, Any]:
-        return {"task": self}
-
 
 @dataclass
 class Outcome:
@@ -214,9 +211,6 @@ class Job:
         opts = {k: getattr(self, k) for k in ("kind", "format", "image_format", "quality", "include_originals",
                                               "save_masks", "box_grow", "box_min_cover", "box_fallback")}
         return fingerprint({"config": cfg, "opts": opts, "seed": self.base_seed})
-
-    def worker(self) -> "Worker":
-        return Worker(self)
 
     def finalize(self, out: OutputSet | None = None, dataset: Any = None) -> list[str]:
         """Rebuild the manifest (and the format's index files) from the journals, atomically."""
