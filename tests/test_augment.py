@@ -454,3 +454,15 @@ def test_yolo_image_without_label_file_is_a_background_only_image(tmp_path):
     assert line["background_only"] is True and line["label_check"]["objects"] == 0
     assert not (out / "labels/train/img1_bd1.txt").exists() or (out / "labels/train/img1_bd1.txt").read_text() == ""
     assert not any(m.get("background_only") for m in manifest(out) if m["source"] != "images/train/img1.png")
+
+
+def test_python_api_default_is_the_commands_default(tmp_path):
+    """augment(src, dst) with no config does what `backdrop augment SRC` does: 3 variants, random."""
+    from backdrop import augment
+
+    src = tmp_path / "src"
+    make_yolo(src)
+    summary = augment(src, tmp_path / "out")
+    assert summary.images == 12 and not summary.failed
+    lines = [m for m in manifest(tmp_path / "out") if m.get("variant")]
+    assert {m["backends"]["generate"] for m in lines} == {"random"}

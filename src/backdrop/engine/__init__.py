@@ -20,6 +20,7 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
     """Augment a labelled data set: the Python side of ``backdrop augment``.
 
     ``config`` is a :class:`~backdrop.config.PipelineConfig` (its ``variants`` and ``seed`` apply);
+    without one: 3 variants from the ``random`` generator, as ``backdrop augment`` does;
     ``options`` are :class:`Job` fields (``format``, ``splits``, ``include_originals``,
     ``image_format``, ``quality``, ``save_masks``, ``overwrite``, ``box_fallback``, ...).
     Rerunning the same call resumes. Returns the :class:`Summary`.
@@ -29,13 +30,14 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
     >>> augment("data/yolo", "data/yolo-aug", config=cfg).images                   # doctest: +SKIP
     24
     """
-    from ..config import PipelineConfig
+    from ..config import GenerateConfig, PipelineConfig
 
     source = Path(source)
     dst = Path(out) if out is not None else source.resolve().parent / f"{source.resolve().name}-backdrop"
     if "splits" in options and isinstance(options["splits"], str):
         options["splits"] = (options["splits"],)
-    job = Job(config=config or PipelineConfig(variants=3), out=str(dst), kind="dataset", inputs=(str(source),),
+    config = config or PipelineConfig(variants=3, generate=GenerateConfig(backend="random"))
+    job = Job(config=config, out=str(dst), kind="dataset", inputs=(str(source),),
               **options)
     if engine == "ray":
         from .ray import run_ray

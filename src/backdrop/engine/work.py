@@ -179,7 +179,8 @@ class Job:
             from ..images import collect_inputs
 
             files, notes = collect_inputs(self.inputs, exclude=[self.out], with_notes=True)
-            return {"augment": len(files), "copy": 0, "segment": True, "notes": notes}
+            # the listing is kept for the tasks (paths only): the tree is walked once
+            return {"augment": len(files), "copy": 0, "segment": True, "notes": notes, "files": files}
         dataset = dataset if dataset is not None else self.open_dataset()
         augment = self.augmented_splits(dataset)
         copied = set(self.copied_splits(dataset))
@@ -195,10 +196,8 @@ class Job:
         return out
 
     def fingerprint(self) -> str:
-        from ..pipeline import resolve_auto
-
         from ..generate import GENERATORS
-        from ..pipeline import skipped_stages
+        from ..pipeline import resolve_auto, skipped_stages
 
         try:
             gen = GENERATORS.load(self.config.generate.backend)
@@ -307,7 +306,7 @@ class Plan:
         if job.kind == "run":
             from ..images import collect_inputs
 
-            files = collect_inputs(job.inputs, exclude=[job.out])
+            files = (self.survey or {}).get("files") or collect_inputs(job.inputs, exclude=[job.out])
             names = _RunNames()
             for n, (path, rel) in enumerate(files):
                 yield Task(key=names(path, rel), rel=rel, path=str(path), seed=item_seed(base, rel),
