@@ -43,6 +43,16 @@ def test_no_feather_is_a_hard_paste():
     assert np.array_equal(out[~fg], np.asarray(bg)[~fg])
 
 
+def test_default_is_a_hard_paste_along_the_mask():
+    """What `run` and `augment` do unless --feather says otherwise: no band (issue #10: a band
+    makes augmented objects' edges unlike real ones, a cue the model learns)."""
+    img, mask, bg = _inputs()
+    out = np.asarray(composite(img, mask, bg, CompositeConfig()))
+    fg = np.asarray(mask) == 255
+    assert np.array_equal(out[~fg], np.asarray(bg)[~fg])
+    assert np.array_equal(out[fg], np.asarray(img)[fg])
+
+
 def test_feather_band_ramps_from_object_into_background():
     w, h = 80, 40
     img = np.zeros((h, w, 3), np.uint8)
