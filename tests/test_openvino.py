@@ -30,7 +30,7 @@ from backdrop.cli import app  # noqa: E402
 from backdrop.config import GenerateConfig  # noqa: E402
 from backdrop.errors import ConfigError, MissingDependencyError  # noqa: E402
 from backdrop.generate import ov_runtime  # noqa: E402
-from backdrop.generate.diffusion import InpaintGenerator, Txt2ImgGenerator  # noqa: E402
+from backdrop.generate.diffusion import Img2ImgGenerator, InpaintGenerator, Txt2ImgGenerator  # noqa: E402
 from backdrop.types import GenerateRequest, Prompt  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -148,9 +148,11 @@ def test_sdxl_unet_with_added_cond_kwargs(tiny_sdxl):
     assert _unet_vs_torch(ov_gen, tiny_sdxl) < 1e-4
 
 
-def test_inpainting_nine_channel_unet(tiny_sd_inpaint):
-    torch_gen = _gen(tiny_sd_inpaint, InpaintGenerator)
-    ov_gen = _gen(tiny_sd_inpaint, InpaintGenerator, runtime="openvino", openvino_precision="f32")
+@pytest.mark.parametrize("cls", [InpaintGenerator, Img2ImgGenerator])
+def test_inpainting_and_img2img(tiny_sd, tiny_sd_inpaint, cls):
+    model = tiny_sd_inpaint if cls is InpaintGenerator else tiny_sd  # inpainting: a 9-channel UNet
+    torch_gen = _gen(model, cls)
+    ov_gen = _gen(model, cls, runtime="openvino", openvino_precision="f32")
     want, got = torch_gen.generate_batch(_requests([5]))[0], ov_gen.generate_batch(_requests([5]))[0]
     _ran_in_openvino(ov_gen)
     assert np.abs(_arr(want) - _arr(got)).max() <= 2
