@@ -272,6 +272,23 @@ def test_missing_openvino_is_one_line_naming_the_extra(tiny_sd, monkeypatch):
         Txt2ImgGenerator(cfg).load()
 
 
+def test_studio_reports_missing_openvino(tiny_sd, monkeypatch):
+    from backdrop.studio import core
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert "backdrop[openvino]" in core.model_problem(str(tiny_sd), "cpu", runtime="openvino")
+    assert core.model_problem(str(tiny_sd), "cpu") is None
+
+
+def test_threads_follow_torch(tiny_sd):
+    torch.set_num_threads(1)  # the module's fixture sets 1 too; --threads 1 -> torch 1 -> OpenVINO 1
+    gen = _gen(tiny_sd, runtime="openvino")
+    gen.generate_batch(_requests([1]))
+    compiled = next(iter(gen._ov.unet._compiled.values()))[0]
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 == gen.describe()["openvino_threads"]
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+
+
 def test_openvino_on_cuda_falls_back_to_torch(tiny_sd, caplog):
     gen = Txt2ImgGenerator(GenerateConfig(backend="sd-txt2img", model=str(tiny_sd), runtime="openvino"))
     with caplog.at_level("WARNING"):

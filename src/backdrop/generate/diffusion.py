@@ -68,7 +68,7 @@ from PIL import Image
 
 from .. import hf, runlog
 from ..config import GenerateConfig
-from ..devices import generator_device, pick_device, pick_dtype, pick_threads, torch_threads
+from ..devices import generator_device, pick_device, pick_dtype, torch_threads
 from ..errors import ConfigError, GenerationError, ModelCorruptError, ModelNotFoundError
 from ..registry import has_module, require
 from ..types import GenerateRequest, ProgressCallback, Prompt
@@ -591,9 +591,12 @@ class _DiffusionGenerator:
             "tiny_vae": ov_runtime.source_identity(self._tiny_vae, "config.json") if self._tiny_vae else None,
             "dtype": str(pipe.unet.dtype),
         }
+        import torch
+
+        # the threads of the torch UNet it replaces (--threads / BACKDROP_THREADS, else torch's own choice);
         # tiled decoding calls the decoder at many tile shapes: that stays in torch
         rt = ov_runtime.OVRuntime(pipe, parts, precision=self.config.openvino_precision,
-                                  threads=pick_threads(self.config.threads), decoder=not self.config.vae_tiling)
+                                  threads=torch.get_num_threads(), decoder=not self.config.vae_tiling)
         runlog.note("generate.runtime", "openvino")
         return rt
 
