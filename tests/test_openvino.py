@@ -158,12 +158,23 @@ def test_inpainting_and_img2img(tiny_sd, tiny_sd_inpaint, cls):
     assert np.abs(_arr(want) - _arr(got)).max() <= 2
 
 
-def test_unsupported_unet_is_refused():
-    class Cfg:
-        addition_embed_type = "image"
-
+@pytest.mark.parametrize("field, value", [("addition_embed_type", "image"), ("encoder_hid_dim_type", "image_proj"),
+                                          ("class_embed_type", "timestep")])
+def test_unsupported_unet_is_refused(field, value):
+    cfg = type("Cfg", (), {field: value})()
     with pytest.raises(ConfigError, match="runtime openvino.*--runtime torch"):
-        ov_runtime.unet_inputs(Cfg())
+        ov_runtime.unet_inputs(cfg)
+
+
+def test_inputs_the_ir_does_not_take_are_an_error_not_ignored(tiny_sd):
+    from backdrop.errors import GenerationError
+
+    gen = _gen(tiny_sd, runtime="openvino")
+    x, ehs = torch.zeros(1, 4, 8, 8), torch.zeros(1, 77, 32)
+    with pytest.raises(GenerationError, match="image_embeds"):
+        gen._pipe.unet(x, 1, ehs, added_cond_kwargs={"image_embeds": torch.zeros(1, 4)})
+    with pytest.raises(GenerationError, match="down_block_additional_residuals"):
+        gen._pipe.unet(x, 1, ehs, down_block_additional_residuals=(x,))
 
 
 # -- (c) batches with CFG -----------------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ def unet_inputs(unet_config: Any) -> list[str]:
     elif added is not None:
         raise ConfigError(f"runtime openvino: UNets with addition_embed_type {added!r} are not supported; "
                           "use --runtime torch")
+    if getattr(unet_config, "encoder_hid_dim_type", None) is not None:
+        raise ConfigError("runtime openvino: UNets with an encoder_hid_proj (image embeddings) are not supported; "
+                          "use --runtime torch")
     if getattr(unet_config, "class_embed_type", None) is not None or \
             getattr(unet_config, "num_class_embeds", None) is not None:
         raise ConfigError("runtime openvino: UNets with class embeddings (e.g. the x4 upscaler) are not "
@@ -357,6 +360,7 @@ class OVRuntime:
         import torch
 
         extra = [k for k, v in kwargs.items() if v is not None and k != "cross_attention_kwargs"]
+        extra += sorted(set(added_cond_kwargs or {}) - {"text_embeds", "time_ids"})  # e.g. IP-Adapter image_embeds
         if args or extra or (kwargs.get("cross_attention_kwargs") or {}):
             raise GenerationError("runtime openvino: this pipeline passes the UNet inputs the converted model "
                                   f"does not take ({', '.join(extra) or 'positional extras'}); use --runtime torch")
