@@ -354,4 +354,9 @@ def test_cli_run_with_runtime_openvino(tmp_path, tiny_sd):
     rec = json.loads((out / "thing" / "run.json").read_text())
     text = json.dumps(rec)
     assert '"runtime": "openvino"' in text and '"openvino_precision": "f32"' in text
+    # and each image carries it in its own metadata record
+    from backdrop.metadata import read_metadata
+
+    record = json.dumps(read_metadata(out / "thing" / "composite_1.png")["backdrop"])
+    assert '"runtime": "openvino"' in record and '"openvino_precision": "f32"' in record
     assert len(_entries(_home())) == 1
