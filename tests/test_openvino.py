@@ -237,6 +237,20 @@ def test_the_model_files_are_part_of_the_key(tiny_sd, tmp_path):
     assert a._ov.converted and b._ov.converted and a._ov.folder != b._ov.folder
 
 
+def test_a_hub_model_is_known_by_its_snapshot_files(tiny_sd, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    snapshot = tiny_models.fake_hub_cache(cache, "acme/tiny-sd", tiny_sd)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    ident = ov_runtime.source_identity("acme/tiny-sd", "model_index.json", ("model_index.json", "unet", "vae"))
+    assert ident["folder"] == str(snapshot)  # the snapshot folder names the revision
+    files = {row[0] for row in ident["files"]}
+    assert "model_index.json" in files and any(f.startswith("unet/") for f in files)
+    assert not any(f.startswith("text_encoder/") for f in files)  # what does not reach the IR is not hashed
+    assert ov_runtime.source_identity("acme/not-here", "model_index.json") == {"name": "acme/not-here"}
+
+
 # -- (e) two processes at once --------------------------------------------------------------------------------------
 
 _CHILD = """
@@ -360,3 +374,25 @@ def test_cli_run_with_runtime_openvino(tmp_path, tiny_sd):
     record = json.dumps(read_metadata(out / "thing" / "composite_1.png")["backdrop"])
     assert '"runtime": "openvino"' in record and '"openvino_precision": "f32"' in record
     assert len(_entries(_home())) == 1
+
+
+def test_cli_augment_with_runtime_openvino(tmp_path, tiny_sd):
+    src = tmp_path / "set"
+    src.mkdir()
+    bad.scene(src, "a.png", width=96, height=64)
+    out = tmp_path / "aug"
+    args = ["augment", str(src), "-o", str(out), "-n", "1", "--seed", "3", "--format", "plain", "--segmenter",
+            "classical", "--generator", "sd-txt2img", "--sd-model", str(tiny_sd), "--steps", "1", "--device", "cpu",
+            "--runtime", "openvino", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = [p for p in out.rglob("*.png") if "_backdrop" not in p.parts]
+    assert written
+    assert '"runtime": "openvino"' in json.dumps(read_metadata_of(written[0]))
+    assert len(_entries(_home())) == 1
+
+
+def read_metadata_of(path):
+    from backdrop.metadata import read_metadata
+
+    return read_metadata(path)["backdrop"]
