@@ -105,6 +105,8 @@ def run(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="variants per diffusion call [default: 0 = auto]"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and llama.cpp [default: free cores]"),
     compile_unet: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the UNet (CUDA)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, or openvino: UNet + VAE decoder as OpenVINO models on the CPU (converted once, cached; pip install 'backdrop[openvino]') (sd-*)"),
+    openvino_precision: Optional[str] = typer.Option(None, "--openvino-precision", help="runtime openvino: auto (the CPU's default, bf16 where it has AMX/AVX512-BF16) or f32"),
     vae_tiling: Optional[bool] = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="decode large images in tiles"),
     harmonize: Optional[bool] = typer.Option(None, "--harmonize/--no-harmonize", help="match the edge colour to the new background"),
     feather: Optional[int] = typer.Option(None, "--feather", help="a soft band of N px outside the object (default 0: paste exactly along the mask; a band is a cue a model can learn)"),
@@ -134,7 +136,7 @@ def run(
                          "offload": offload, "backgrounds": _str(backgrounds),
                          "lora": tuple(lora) if lora else None, "tiny_vae": tiny_vae, "profile": profile,
                          "batch_size": batch_size, "threads": threads, "compile": compile_unet,
-                         "vae_tiling": vae_tiling},
+                         "vae_tiling": vae_tiling, "runtime": runtime, "openvino_precision": openvino_precision},
             "composite": {"harmonize": harmonize, "feather": feather},
         }))
     from .engine.work import Job
@@ -241,6 +243,8 @@ def augment(
     sd_model: Optional[str] = typer.Option(None, "--sd-model", help="diffusers model id or folder (sd-*)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps (sd-*)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, or openvino: UNet + VAE decoder as OpenVINO models on the CPU (converted once, cached) (sd-*)"),
+    openvino_precision: Optional[str] = typer.Option(None, "--openvino-precision", help="runtime openvino: auto (the CPU's default) or f32"),
     feather: Optional[int] = typer.Option(None, "--feather", help="a soft band of N px outside the object (default 0: paste exactly along the mask; a band is a cue a model can learn)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray cluster; pip install 'backdrop[ray]')"),
@@ -278,7 +282,8 @@ def augment(
                                "segment": {"backend": segmenter, "device": device},
                                "refine": {"style": style},
                                "generate": {"backend": gen, "model": sd_model, "steps": steps, "device": device,
-                                            "backgrounds": _str(backgrounds)},
+                                            "backgrounds": _str(backgrounds), "runtime": runtime,
+                                            "openvino_precision": openvino_precision},
                                "composite": {"feather": feather},
                            })
         dst = out or source.resolve().parent / f"{source.resolve().name}-backdrop"

@@ -90,6 +90,8 @@ class GenerateConfig:
     compile: bool = False  # sd-*: torch.compile the UNet (CUDA; slow first call)
     attention_slicing: bool = False  # sd-*: lower peak memory at some speed cost
     threads: int = 0  # sd-*: torch CPU threads; 0: $BACKDROP_THREADS, else torch's own choice
+    runtime: Literal["torch", "openvino"] = "torch"  # sd-*: UNet + VAE decoder in torch, or OpenVINO IR (CPU only; cached)
+    openvino_precision: Literal["auto", "f32"] = "auto"  # runtime openvino: the CPU's default (bf16 with AMX/AVX512-BF16) or f32
     backgrounds: Optional[str] = None  # pool: folder of background images
     patch: int = 48  # texture: patch size in pixels (at working resolution)
     variation: float = 0.08  # texture/pool: colour and brightness jitter (0 = none)

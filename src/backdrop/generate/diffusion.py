@@ -457,6 +457,7 @@ class _DiffusionGenerator:
         self._plan: Optional[LoadPlan] = None
         self._size: str | None = None
         self._batch: Optional[int] = None
+        self._ov: Any = None  # the OpenVINO runtime (ov_runtime.OVRuntime) when runtime "openvino" is in use
         self._lock = threading.RLock()
 
     # -- effective settings: the user's where given, else the profile's ---------------------------
@@ -489,6 +490,8 @@ class _DiffusionGenerator:
             return f"offload needs the 'accelerate' package: pip install 'backdrop[{EXTRA}]'"
         if config.lora and not has_module("peft"):
             return f"LoRA needs the 'peft' package: pip install 'backdrop[{EXTRA}]'"
+        if config.runtime == "openvino" and not has_module("openvino"):
+            return "runtime openvino needs the 'openvino' package: pip install 'backdrop[openvino]'"
         try:
             pick_device(config.device)
             specs = [LoraSpec.parse(text) for text in config.lora]
@@ -542,6 +545,8 @@ class _DiffusionGenerator:
         if device == "cpu":
             torch_threads(self.config.threads)
         plan = load_plan(self.config, device, str(dtype).replace("torch.", ""))
+        if self.config.runtime == "openvino" and device == "cpu":  # before minutes of loading, not after
+            require("openvino", "openvino", "--runtime openvino")
         cls = getattr(diffusers, self.auto_class)
         pipe = hf.load_pretrained(
             cls.from_pretrained,
@@ -561,13 +566,39 @@ class _DiffusionGenerator:
         self._load_loras(pipe)
         self._set_scheduler(pipe, diffusers)
         self._set_tiny_vae(pipe, diffusers, dtype)
+        self._ov = self._openvino(pipe, device) if self.config.runtime == "openvino" else None
         self._place(pipe, plan)
         pipe.set_progress_bar_config(disable=True)
         self._device, self._plan = device, plan
-        log.info("loaded %s (%s, profile %s) on %s as %s", self.model, type(pipe).__name__, self.profile.name,
-                 device, plan.dtype)
+        log.info("loaded %s (%s, profile %s) on %s as %s%s", self.model, type(pipe).__name__, self.profile.name,
+                 device, plan.dtype, f", UNet and VAE decoder in OpenVINO ({self._ov.precision})" if self._ov else "")
         runlog.note("generate.device", device)
         return pipe
+
+    def _openvino(self, pipe: Any, device: str) -> Any:
+        """Swap the UNet and VAE decoder for OpenVINO models (after LoRAs and tiny VAE); None off the CPU."""
+        if device != "cpu":
+            # OpenVINO's gain is on the CPU; on a GPU torch fp16 is the fast path: keep it, say so once
+            log.warning("runtime openvino runs on the CPU only; the device is %s, so torch runs the UNet", device)
+            runlog.note("generate.runtime", f"torch (openvino is CPU-only; device {device})")
+            return None
+        from . import ov_runtime
+
+        identity = ov_runtime.source_identity(self.model, "model_index.json", ("model_index.json", "unet", "vae"))
+        parts = {
+            "model": identity,
+            "lora": [[lo.hash, lo.scale] for lo in self._loaded_loras],
+            "tiny_vae": ov_runtime.source_identity(self._tiny_vae, "config.json") if self._tiny_vae else None,
+            "dtype": str(pipe.unet.dtype),
+        }
+        import torch
+
+        # the threads of the torch UNet it replaces (--threads / BACKDROP_THREADS, else torch's own choice);
+        # tiled decoding calls the decoder at many tile shapes: that stays in torch
+        rt = ov_runtime.OVRuntime(pipe, parts, precision=self.config.openvino_precision,
+                                  threads=torch.get_num_threads(), decoder=not self.config.vae_tiling)
+        runlog.note("generate.runtime", "openvino")
+        return rt
 
     def _load_loras(self, pipe: Any) -> None:
         specs = []
@@ -654,6 +685,7 @@ class _DiffusionGenerator:
         """Drop the loaded pipeline (frees its memory); the next call loads it again."""
         with self._lock:
             self._pipe = None
+            self._ov = None
             gc.collect()
             if self._device == "cuda" and has_module("torch"):
                 import torch
@@ -805,6 +837,9 @@ class _DiffusionGenerator:
             info["vae"] = self._tiny_vae
         if self._plan is not None:
             info["device"], info["dtype"] = self._plan.device, self._plan.dtype
+            info["runtime"] = "torch"
+        if self._ov is not None:
+            info.update(self._ov.describe())
             if self._plan.offload:
                 info["offload"] = self._plan.offload
             if self._plan.compile:

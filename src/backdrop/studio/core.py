@@ -128,7 +128,8 @@ def speed_settings(preset: str, lora_text: str = "", tiny_vae: str = "") -> dict
 
 
 def model_problem(model_text: str, device: str = "auto", offload: bool = False, *,
-                  default: str | None = None, lora: tuple[str, ...] = (), tiny_vae: str | None = None) -> str | None:
+                  default: str | None = None, lora: tuple[str, ...] = (), tiny_vae: str | None = None,
+                  runtime: str = "torch") -> str | None:
     """None when the diffusion model can load here; else one sentence with the fixing command.
 
     ``default`` is the model used for an empty field (the studio's default text-to-image model
@@ -142,7 +143,7 @@ def model_problem(model_text: str, device: str = "auto", offload: bool = False, 
     try:
         reason = Txt2ImgGenerator.availability(GenerateConfig(backend="sd-txt2img", model=resolved,
                                                               device=device, offload=offload, lora=tuple(lora),
-                                                              tiny_vae=tiny_vae))
+                                                              tiny_vae=tiny_vae, runtime=runtime))
     except BackdropError as exc:
         reason = str(exc)
     if reason is None:
