@@ -325,6 +325,21 @@ def test_cuda_plan_fp16_channels_last_compile_offload():
     assert str(pick_dtype("cuda")) == "torch.float16"
 
 
+def test_describe_records_the_cuda_plan_offload_and_compile():
+    """run.json says how the UNet ran: the plan's offload and compile are recorded with the torch
+    runtime (a merge once nested them under the OpenVINO branch, where they never apply)."""
+    from backdrop.generate.diffusion import Txt2ImgGenerator
+
+    config = GenerateConfig(backend="sd-txt2img", model="some/model", offload=True, compile=True)
+    gen = Txt2ImgGenerator(config)
+    gen._plan = load_plan(config, "cuda", "float16")  # what _load decides on a GPU (none is lent here)
+    info = gen.describe()
+    assert info["runtime"] == "torch" and info["device"] == "cuda" and info["offload"] == "model"
+    assert info["compile"] is True
+    gen._plan = load_plan(config, "cpu", "float32")
+    assert "offload" not in gen.describe() and "compile" not in gen.describe()
+
+
 def test_thread_choice(monkeypatch):
     import os
 

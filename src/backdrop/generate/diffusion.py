@@ -838,12 +838,12 @@ class _DiffusionGenerator:
         if self._plan is not None:
             info["device"], info["dtype"] = self._plan.device, self._plan.dtype
             info["runtime"] = "torch"
-        if self._ov is not None:
-            info.update(self._ov.describe())
             if self._plan.offload:
                 info["offload"] = self._plan.offload
             if self._plan.compile:
                 info["compile"] = True
+        if self._ov is not None:
+            info.update(self._ov.describe())
         if self._loaded_loras:
             info["lora"] = [{"name": lo.name, "scale": lo.scale, "hash": lo.hash, "source": lo.source,
                              "lcm": lo.lcm} for lo in self._loaded_loras]
