@@ -107,7 +107,7 @@ class CompositeConfig:
     # width of a soft edge, in pixels, outside the kept foreground. 0 (a paste exactly along the mask;
     # a soft mask's own alpha still blends): issue #10's benchmark showed any band makes augmented
     # images tell-tale (their objects' edges differ from real ones), and a model learns that as a
-    # cue: at 2 px `random` closed 74 % of the OOD gap, at 0 px 94 %
+    # cue: with 2 px `random`'s OOD accuracy was 81.2 / 66.6 % (swapped / novel), with 0 px 91.9 / 74.1 %
     feather: int = 0
     harmonize: bool = False  # match the edge's colour to the new background (the edge only)
 
