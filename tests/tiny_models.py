@@ -74,7 +74,6 @@ def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm
     """
     import torch
     from diffusers import (
-        AutoencoderKL,
         DDIMScheduler,
         PNDMScheduler,
         StableDiffusionInpaintPipeline,
@@ -102,17 +101,7 @@ def make_tiny_sd(path: str | Path, inpaint: bool = False, scheduler: str = "pndm
     )
     torch.manual_seed(0)
     # three blocks: latents are 1/4 of the image side (real SD: 1/8), small enough to be quick
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    vae = _tiny_vae()
     torch.manual_seed(0)
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
