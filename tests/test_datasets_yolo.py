@@ -110,9 +110,11 @@ def test_round_trip_three_variants(tmp_path):
     assert not (dst / "labels/train/c_bd1.txt").exists()  # a background image stays one
     assert (dst / "labels/val/v.txt").read_bytes() == (src / "labels/val/v.txt").read_bytes()
     assert res["index"] == ["data.yaml"]
+    # the source's file with nothing changed: "path: ." (relative) and the empty test key kept
+    assert (dst / "data.yaml").read_text() == (src / "data.yaml").read_text()
     data = yaml.safe_load((dst / "data.yaml").read_text())
-    assert data["path"] == str(dst.resolve()) and data["train"] == "images/train" and data["val"] == "images/val"
-    assert data["names"] == {0: "person", 1: "bicycle"} and "test" not in data
+    assert data["path"] == "." and data["train"] == "images/train" and data["val"] == "images/val"
+    assert data["names"] == {0: "person", 1: "bicycle"} and data["test"] is None
 
     back = open_dataset(dst)
     assert back.format == "yolo"

@@ -16,14 +16,31 @@ suffix by ``.txt``. An image without a label file is a background-only image (``
 
 ``path`` in data.yaml: an absolute path is used if it exists; a relative one is taken from the
 yaml's folder; if neither holds the named folders, the yaml's own folder is tried (a moved set).
-The output's data.yaml carries every key of the source, with ``path`` set to the output folder
-(absolute: Ultralytics resolves a relative ``path`` against its own datasets folder).
+A split entry ``../x`` that does not exist is also tried as ``x`` (Ultralytics' rule, which
+Roboflow's exports rely on: ``train: ../train/images``).
+
+The output's data.yaml is the source's file with only what must change changed (comments, key
+order and quoting kept; :mod:`.yamledit`), so the new set is as relocatable as the source was:
+
+- ``path`` is kept when it names the yaml's own folder (absent, ``""``, ``.``); any other
+  value (an absolute path, ``../datasets/cells``) would point the new set at the source, so it
+  is removed: Ultralytics then takes the yaml's folder as the root, wherever the set is moved.
+  (Ultralytics resolves a *relative* ``path`` against the working directory, then its datasets
+  folder, so ``path: .`` only works when run from the set's folder; it is kept because the
+  source had it.)
+- split folders keep their text when it is relative and stays inside the set; absolute or
+  ``../`` entries become the folder's path relative to the set;
+- ``.txt`` lists are written again, one ``./<path>`` line per image relative to the list's folder
+  (Ultralytics reads ``./`` lines relative to the list file), so they travel with the set;
+- ``download`` is removed (it fetches the source set, not this one).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import posixpath
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
@@ -31,6 +48,9 @@ from ..errors import InputError
 from .base import (Dataset, Item, atomic_text, canonical_split, has_images, image_size, is_image,
                    is_split_name, posix_rel, scan_images)
 from .labels import Labels, Obj
+from .yamledit import DELETE, set_keys
+
+log = logging.getLogger(__name__)
 
 YAML_NAMES = ("data.yaml", "data.yml")
 SPLIT_KEYS = ("train", "val", "test")
@@ -147,9 +167,11 @@ class YoloDataset(Dataset):
     format = "yolo"
 
     def __init__(self, root: Path, splits: list[str], info: dict,
-                 sources: dict[str, list[tuple[str, object]]], yaml_path: Path | None, yaml_data: dict | None):
+                 sources: dict[str, list[tuple[str, object]]], yaml_path: Path | None, yaml_data: dict | None,
+                 keys: dict[str, list[tuple[str, str, Path]]] | None = None):
         super().__init__(root, splits, info)
-        self._sources = sources  # split -> [(raw key, "dir" Path | "txt" Path)]
+        self._sources = sources  # split -> [("dir" | "txt", Path)]
+        self._keys = keys or {}  # data.yaml key -> [(entry as written, "dir" | "txt", resolved Path)]
         self.yaml_path = yaml_path
         self.yaml_data = yaml_data
 
@@ -235,38 +257,79 @@ class YoloDataset(Dataset):
                 rels[split] = [it.rel for it in self.items([split])]
         if self.yaml_data is None:
             return []  # the source had no data.yaml; the output mirrors it
-        import yaml
-
-        data = {k: v for k, v in self.yaml_data.items() if k != "download"}
-        data["path"] = str(dst.resolve())
-        written = []
+        written: list[str] = []
+        changes: dict[str, object] = {}
+        if "path" in self.yaml_data and not _names_own_folder(self.yaml_data["path"]):
+            changes["path"] = DELETE  # it points at the source (or nowhere): the yaml's folder is the root
+        if "download" in self.yaml_data:
+            changes["download"] = DELETE
         for key in SPLIT_KEYS:
-            data.pop(key, None)
-        for key in SPLIT_KEYS:
+            raw = self.yaml_data.get(key)
+            if key not in self.yaml_data or raw in (None, "", []):
+                continue  # an empty key ("test:  # optional") stays as written
             split = canonical_split(key)
             if split not in rels:
+                changes[key] = DELETE  # a split left out (--drop-other-splits)
                 continue
-            raw = self.yaml_data.get(key)
-            entries = raw if isinstance(raw, list) else [raw]
-            if all(isinstance(e, str) and not e.lower().endswith(".txt") for e in entries):
-                data[key] = raw
-                continue
-            # the source listed files: list the written images the same way
-            name = next((e for e in entries if isinstance(e, str) and e.lower().endswith(".txt")), f"{key}.txt")
-            list_rel = posix_rel(self.root / name, self.root)
-            with atomic_text(dst / list_rel) as fh:
-                for rel in sorted(rels[split]):
-                    fh.write(f"./{rel}\n")
-            written.append(list_rel)
-            data[key] = list_rel
-        # keep the source's key order where it had one
-        order = [k for k in self.yaml_data if k in data] + [k for k in data if k not in self.yaml_data]
-        data = {k: data[k] for k in order}
+            value = self._split_value(key, raw, rels[split], dst, written)
+            if value != raw:
+                changes[key] = value
         yaml_rel = self.yaml_path.name
-        with atomic_text(dst / yaml_rel) as fh:
-            yaml.safe_dump(data, fh, sort_keys=False, allow_unicode=True)
+        text = self.yaml_path.read_text(encoding="utf-8")
+        new = set_keys(text, changes)
+        if new is None:  # a layout the line edit does not handle: the mapping itself, without comments
+            import yaml
+
+            log.info("%s: written without its comments (a layout that cannot be edited line by line)", yaml_rel)
+            data = {k: v for k, v in self.yaml_data.items() if changes.get(k, None) is not DELETE}
+            data.update({k: v for k, v in changes.items() if v is not DELETE})
+            new = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        with atomic_text(dst / yaml_rel, newline="") as fh:
+            fh.write(new)
         written.append(yaml_rel)
         return written
+
+    def _split_value(self, key: str, raw, rels: list[str], dst: Path, written: list[str]):
+        """The value of split ``key`` in the new data.yaml: folders as they were written (made
+        relative where they were not), or a ``.txt`` list written again for the new images."""
+        entries = self._keys.get(key, [])
+        if all(kind == "dir" for _, kind, _ in entries):
+            texts = []
+            for text, _, where in entries:
+                kept = _inside_text(text)
+                if kept is not None:
+                    texts.append(text)
+                    continue
+                rel = posix_rel(where, self.root)
+                if rel != ".." and not rel.startswith("../"):  # (outside the root nothing was written)
+                    texts.append(rel)
+            return texts if isinstance(raw, list) else (texts[0] if texts else raw)
+        # the source listed files: list the written images the same way, where they travel along
+        text, _, where = next(e for e in entries if e[1] == "txt")
+        list_rel = posix_rel(where, self.root)
+        folder = posixpath.dirname(list_rel)
+        if list_rel.startswith("../") or (folder and not all(r.startswith(folder + "/") for r in rels)):
+            list_rel, folder = f"{key}.txt", ""  # a list outside the set, or above none of its images
+        with atomic_text(dst / list_rel) as fh:
+            for rel in sorted(rels):
+                fh.write(f"./{posixpath.relpath(rel, folder) if folder else rel}\n")
+        written.append(list_rel)
+        return text if _inside_text(text) == list_rel else list_rel
+
+
+def _names_own_folder(value) -> bool:
+    """True for a data.yaml ``path`` that means the yaml's own folder wherever the set is."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    return isinstance(value, str) and not os.path.isabs(os.path.expanduser(value)) and os.path.normpath(value) == "."
+
+
+def _inside_text(text) -> str | None:
+    """The normalised relative path of a data.yaml entry that stays inside the set, else None."""
+    if not isinstance(text, str) or os.path.isabs(os.path.expanduser(text)):
+        return None
+    norm = posixpath.normpath(text.replace(os.sep, "/"))
+    return None if norm == ".." or norm.startswith("../") else norm
 
 
 class YoloFormat:
@@ -309,7 +372,7 @@ class YoloFormat:
         bases.append(y.parent)
         missing_first = None
         for base in bases:
-            sources, missing = self._sources(base, data, keys)
+            sources, by_key, missing = self._sources(base, data, keys)
             if missing is None:
                 break
             missing_first = missing_first or missing
@@ -317,11 +380,14 @@ class YoloFormat:
             key, where = missing_first
             raise InputError(f"{y}: {key}: {where} does not exist")
         info = {"names": names, "yaml": y.name, "description": f"YOLO ({y.name})"}
-        return YoloDataset(Path(os.path.normpath(base)), list(sources), info, sources, y, data)
+        return YoloDataset(Path(os.path.normpath(base)), list(sources), info, sources, y, data, by_key)
 
     @staticmethod
     def _sources(base: Path, data: dict, keys: list[str]):
+        """({split: [(kind, path)]}, {key: [(entry, kind, path)]}, None), or (None, None, (key, the
+        first path missing)) when ``base`` does not hold the named folders."""
         sources: dict[str, list] = {}
+        by_key: dict[str, list] = {}
         for key in keys:
             raw = data[key]
             entries = raw if isinstance(raw, list) else [raw]
@@ -330,13 +396,16 @@ class YoloFormat:
                     raise InputError(f"{key}: expected a folder or a .txt list, got {e!r}")
                 p = Path(e) if os.path.isabs(e) else base / e
                 p = Path(os.path.normpath(p))
+                if not p.exists() and e.startswith("../"):
+                    p = Path(os.path.normpath(base / e[3:]))  # Ultralytics' second try
                 if not p.exists():
-                    return None, (key, p)
+                    return None, None, (key, p)
                 kind = "txt" if p.is_file() and p.suffix.lower() == ".txt" else "dir"
                 if kind == "dir" and not p.is_dir():
                     raise InputError(f"{key}: {p} is neither a folder nor a .txt list of images")
                 sources.setdefault(canonical_split(key), []).append((kind, p))
-        return sources, None
+                by_key.setdefault(key, []).append((e, kind, p))
+        return sources, by_key, None
 
     def _open_plain(self, root: Path) -> YoloDataset:
         images = root / "images"
