@@ -9,7 +9,9 @@ Where the JSON and the images are looked for, in this order:
 3. one ``*.json`` at the root with the images in ``images/`` (or at the root); its split is read
    from its name (``instances_val.json`` -> ``val``), ``train`` otherwise.
 
-An image's ``file_name`` is taken relative to that folder (or else to the root). Annotations
+An image's ``file_name`` is taken relative to that folder (or else to the root); the output's
+``file_name``\ s are always relative to the image folder, so the new set can be moved or copied
+(an absolute name in a split copied unchanged is made relative too). Annotations
 carry ``bbox`` [x, y, w, h], and ``segmentation`` as polygons (a list of flat lists) or an RLE
 (``{"size": [h, w], "counts": ...}``, compressed or not; ``iscrowd`` 1 usually). Every other
 field, top-level (``info``, ``licenses``, ...) or per record, is kept in the output, where images
@@ -232,13 +234,35 @@ class CocoDataset(Dataset):
             for split in copied:
                 jrel = split_json.get(canonical_split(split) if split else split)
                 if jrel is not None and jrel not in spools:
-                    atomic_copy(self._sets[jrel]["path"], dst / jrel)
+                    self._copy_json(jrel, dst / jrel)
                     written.append(jrel)
         finally:
             for fh, _ in spools.values():
                 fh.close()
             tmpdir.cleanup()
         return sorted(written)
+
+    def _copy_json(self, jrel: str, final: Path) -> None:
+        """A split copied unchanged keeps its JSON byte for byte, unless a ``file_name`` is an
+        absolute path: that one would point the new set at the source, so it is made relative
+        (to the image folder, as the other names are) and the JSON written again."""
+        s = self._sets[jrel]
+        renamed: dict[int, str] = {}
+        for n, rec in enumerate(s["data"]["images"]):
+            if isinstance(rec, dict) and os.path.isabs(str(rec.get("file_name", ""))):
+                path, base_rel = self._locate(s["base"], str(rec["file_name"]))
+                rel = posix_rel(path, self.root)
+                if not rel.startswith("../"):  # (an image outside the set was reported, not copied)
+                    renamed[n] = posixpath_rel(rel, base_rel)
+        if not renamed:
+            atomic_copy(s["path"], final)
+            return
+        data = dict(s["data"])
+        data["images"] = [dict(rec, file_name=renamed[n]) if n in renamed else rec
+                          for n, rec in enumerate(s["data"]["images"])]
+        with atomic_text(final) as fh:
+            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+            fh.write("\n")
 
     @staticmethod
     def _write_json(path: Path, head: dict, spool, index) -> None:

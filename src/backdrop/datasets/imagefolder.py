@@ -8,8 +8,9 @@
 
 or one ``metadata.jsonl`` at the root (its split is ``train``, as the ``datasets`` library names
 it). ``file_name`` is relative to the metadata file's folder. Every column is carried to the
-output, where ``file_name`` names the new image and the file is written in the source's format
-(JSON lines or CSV with the same columns), rows in order of ``file_name``.
+output, where ``file_name`` names the new image (relative, so the set can be moved or copied; an
+absolute name in a split copied unchanged is made relative too) and the file is written in the
+source's format (JSON lines or CSV with the same columns), rows in order of ``file_name``.
 
 Bad input: a line that is not a JSON object, or a row without ``file_name``, is an item error at
 ``<metadata rel>#line=<n>``; a row whose image is missing, or a ``file_name`` listed twice, is an
@@ -168,9 +169,40 @@ class ImageFolderDataset(Dataset):
         for split in copied:
             mrel = by_split.get(canonical_split(split) if split else split)
             if mrel is not None and mrel not in written:
-                atomic_copy(self._metas[mrel][0], dst / mrel)
+                self._copy_metadata(mrel, dst / mrel)
                 written.append(mrel)
         return sorted(written)
+
+    def _copy_metadata(self, mrel: str, final: Path) -> None:
+        """A split copied unchanged keeps its metadata file byte for byte, unless a ``file_name``
+        is an absolute path (the ``datasets`` library would load the source's image): those rows
+        get the name relative to the metadata file, and the file is written again."""
+        mpath = self._metas[mrel][0]
+        rows, header = _rows(mpath)
+        if not any(row is not None and os.path.isabs(row["file_name"]) for _, row, _ in rows):
+            atomic_copy(mpath, final)
+            return
+        def relative(row: dict) -> dict:
+            name = row["file_name"]
+            if not os.path.isabs(name):
+                return row
+            target = Path(os.path.normpath(name))
+            if posix_rel(target, self.root).startswith("../"):  # outside the set: reported, not copied
+                return row
+            return {**row, "file_name": posix_rel(target, mpath.parent)}
+
+        csv_out = mpath.suffix == ".csv"
+        with atomic_text(final, newline="" if csv_out else None) as out:
+            writer = csv.DictWriter(out, fieldnames=header, extrasaction="ignore") if csv_out else None
+            if writer is not None:
+                writer.writeheader()
+            for _, row, _ in rows:
+                if row is None:
+                    continue  # a broken line was reported; it is not carried over
+                if writer is not None:
+                    writer.writerow(relative(row))
+                else:
+                    out.write(json.dumps(relative(row), ensure_ascii=False) + "\n")
 
 
 class ImageFolderFormat:
