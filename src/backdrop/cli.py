@@ -228,7 +228,7 @@ def augment(
     include_originals: bool = typer.Option(False, "--include-originals", help="put the source images in the new set too"),
     image_format: str = typer.Option("same", "--image-format", help="same (as the source), png or jpg"),
     quality: int = typer.Option(95, "--quality", help="JPEG quality of written images"),
-    save_masks: bool = typer.Option(False, "--save-masks", help="also write each image's mask and clean background under _backdrop/"),
+    save_masks: bool = typer.Option(False, "--save-masks", help="also write each image's mask and clean background, under DST/.backdrop/side/ (where no loader looks)"),
     box_fallback: str = typer.Option("box", "--box-fallback", help="boxes-only labels, mask misses an object: box (keep the whole box) or skip"),
     box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover before --box-fallback applies"),
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),

@@ -566,10 +566,11 @@ class Worker:
                                 "original": True}}
             written += len(w.write_part("orig", files, rec))
         if job.save_masks and not w.has("extras"):
-            stem = str(PurePosixPath(item.rel).with_suffix(""))
+            from ..datasets.side import side_rel  # where no loader of the set looks
+
             w.write_part("extras", {
-                f"_backdrop/mask/{stem}.png": encode_image(prep.mask, "PNG"),
-                f"_backdrop/background/{stem}.png": encode_image(prep.background, "PNG"),
+                side_rel("mask", item.rel): encode_image(prep.mask, "PNG"),
+                side_rel("background", item.rel): encode_image(prep.background, "PNG"),
             })
         base = pipe.result(prep, [], task.seed)
         record = pipe.record(base)
