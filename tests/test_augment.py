@@ -377,7 +377,7 @@ def test_bad_label_reported_rest_goes_on(tmp_path):
     assert len(errors) == 1 and "labels/train/img2.txt:1:" in errors[0] and "columns" in errors[0], result.output
     assert sorted(p.name for p in (out / "images/train").iterdir()) == ["img0_bd1.png", "img1_bd1.png",
                                                                        "img3_bd1.png"]
-    assert "3 done, 0 already done, 1 copied, 1 failed" in result.output
+    assert "3 done, 0 already done, 1 copied unchanged, 1 failed" in result.output
 
 
 def test_box_fallback_keeps_the_whole_box_or_skips(tmp_path):

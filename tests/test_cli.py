@@ -95,7 +95,7 @@ def test_run_writes_the_layout(runs):
     assert {p.name for p in (work / "out1" / "sample").iterdir()} == EXPECTED_FILES
     assert sorted(p.name for p in (work / "out1").iterdir()) == [".backdrop", "manifest.jsonl", "sample"]
     assert no_debris(work / "out1")
-    assert "1 done, 0 already done, 0 copied, 0 failed" in procs[0].stderr
+    assert "1 done, 0 already done, 0 copied unchanged, 0 failed" in procs[0].stderr
 
 
 def test_foreground_pixels_identical_to_input(runs):
@@ -237,7 +237,7 @@ def test_batch_good_and_bad(tmp_path):
         assert not (out / "in" / path.stem).exists()
     for path in good:
         assert (out / "in" / path.stem / "composite_1.png").is_file()
-    assert "2 done, 0 already done, 0 copied, 3 failed" in proc.stderr
+    assert "2 done, 0 already done, 0 copied unchanged, 3 failed" in proc.stderr
 
 
 def test_batch_same_stems_get_distinct_folders(tmp_path):

@@ -200,12 +200,12 @@ def test_cli_augment_engine_ray(ray_local, tmp_path):
     r = CliRunner().invoke(app, ["augment", str(src), "-o", str(tmp_path / "out"), "--preset", "offline", "-n", "1",
                                  "--seed", "2", "--engine", "ray", "--concurrency", "2", "--num-gpus", "0"])
     assert r.exit_code == 0, r.output
-    assert "3 done, 0 already done, 1 copied, 0 failed; 3 image(s) written" in r.output
+    assert "3 done, 0 already done, 1 copied unchanged, 0 failed; 3 new image(s) written" in r.output
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4  # 3 variants + the copy
     again = CliRunner().invoke(app, ["augment", str(src), "-o", str(tmp_path / "out"), "--preset", "offline",
                                      "-n", "1", "--seed", "2", "--engine", "ray"])
     assert again.exit_code == 0, again.output
-    assert "0 done, 4 already done, 0 copied, 0 failed; 0 image(s) written" in again.output  # a rerun: all kept
+    assert "0 done, 4 already done, 0 copied unchanged, 0 failed; 0 new image(s) written" in again.output  # a rerun: all kept
     assert len((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()) == 4
 
 

@@ -58,7 +58,8 @@ class Outcome:
     key: str
     status: Literal["done", "skipped", "copied", "failed", "dropped"]
     message: str = ""
-    written: int = 0  # images written by this run
+    written: int = 0  # new images (variants) written by this run
+    originals: int = 0  # source images copied beside their variants by this run (include_originals)
     resumed: int = 0  # variants found done by an earlier run
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -69,14 +70,18 @@ class Outcome:
 
 @dataclass
 class Summary:
-    """The end-of-run account: counts, failures, backgrounds used, time and rates."""
+    """The end-of-run account, by kind: items augmented (``done``), already done by an earlier
+    run (``skipped``), copied unchanged from other splits (``copied``), failed; and the files
+    written: new images (``images``, the variants) and originals copied beside them. The rate
+    counts new images only."""
 
     total: int = 0
     done: int = 0
     skipped: int = 0  # already complete (an earlier run, or another run meanwhile)
-    copied: int = 0
+    copied: int = 0  # items of other splits copied unchanged
     failed: list[tuple[str, str]] = field(default_factory=list)
-    images: int = 0  # images written
+    images: int = 0  # new images (variants) written by this run
+    originals: int = 0  # source images copied beside their variants (include_originals)
     resumed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     picks: dict[str, int] = field(default_factory=dict)
@@ -94,6 +99,7 @@ class Summary:
             self.failed.append((o.key, o.message))
             self.exit_codes.add(o.exit_code or 1)
         self.images += o.written
+        self.originals += o.originals
         self.resumed += o.resumed
         for k, v in o.timings.items():
             self.timings[k] = self.timings.get(k, 0.0) + v
@@ -107,9 +113,17 @@ class Summary:
         return self.exit_codes.pop() if len(self.exit_codes) == 1 else 1
 
     def lines(self, out: str | Path) -> list[str]:
+        """The summary as printed: items by what happened to them, then the files written.
+
+        >>> Summary(done=8, copied=2, images=16, originals=8, seconds=2.0).lines("out")[0]
+        '8 done, 0 already done, 2 copied unchanged, 0 failed; 16 new image(s) written, 8 original(s) copied beside them, in 2.0 s (8.00 new images/s) -> out'
+        """
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"{self.done} done, {self.skipped} already done, {self.copied} copied, {len(self.failed)} failed; "
-                 f"{self.images} image(s) written in {self.seconds:.1f} s ({rate:.2f} images/s) -> {out}"]
+        written = f"{self.images} new image(s) written"
+        if self.originals:
+            written += f", {self.originals} original(s) copied beside them,"
+        lines = [f"{self.done} done, {self.skipped} already done, {self.copied} copied unchanged, "
+                 f"{len(self.failed)} failed; {written} in {self.seconds:.1f} s ({rate:.2f} new images/s) -> {out}"]
         if self.timings:
             lines.append("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(self.timings.items(),
                                                                                           key=lambda kv: -kv[1])))
@@ -470,13 +484,14 @@ class Worker:
                 check, dropped = self._box_check(prep, boxes, item)
                 if dropped:  # skipped: too little of a labelled object found
                     return Outcome(task.key, "dropped", dropped, exit_code=6)
+            originals = 0
             if job.kind == "run":
                 written = write_run_item(self.pipe, w, task.key, task.seed, prep,
                                          self._variants(task, prep, missing), captured.getvalue)
             else:
-                written = self._write_dataset(task, w, prep, missing, check)
+                written, originals = self._write_dataset(task, w, prep, missing, check)
         w.finish({"variants": n, "seed": task.seed})
-        return Outcome(task.key, "done", written=written, resumed=n - len(missing),
+        return Outcome(task.key, "done", written=written, originals=originals, resumed=n - len(missing),
                        timings={k: round(v, 4) for k, v in prep.timings.items()},
                        picks=[v for k, v in prep.notes.items() if k.startswith("pool.file.")])
 
@@ -548,15 +563,16 @@ class Worker:
             if self.on_variant is not None:
                 self.on_variant(task, k, time.perf_counter() - t0)
 
-    def _write_dataset(self, task: Task, w: Any, prep: Any, missing: list[int], check: dict | None) -> int:
-        """Variant images (same format as the source by default) and their label files."""
+    def _write_dataset(self, task: Task, w: Any, prep: Any, missing: list[int], check: dict | None) -> tuple[int, int]:
+        """Variant images (same format as the source by default) and their label files; the
+        original beside them with ``include_originals``. Returns (variants, originals) written."""
         from ..metadata import encode_image
 
         job, pipe, ds, item = self.job, self.pipe, self.dataset, task.item
         src_ext = Path(task.path).suffix.lower()
         ext, fmt = _out_format(src_ext, job.image_format)
         size = prep.image.size
-        written = 0
+        written = originals = 0
         if job.include_originals and not w.has("orig"):
             rel0 = ds.variant_rel(item, 0, src_ext)
             files: dict[str, Any] = {rel0: Path(task.path), **ds.label_files(item, rel0)}
@@ -564,7 +580,8 @@ class Worker:
                               **ds.record(item, rel0, size)},
                    "manifest": {"image": rel0, "source": item.rel, "split": item.split, "variant": 0,
                                 "original": True}}
-            written += len(w.write_part("orig", files, rec))
+            w.write_part("orig", files, rec)
+            originals = 1  # one image (its label files are not images)
         if job.save_masks and not w.has("extras"):
             from ..datasets.side import side_rel  # where no loader of the set looks
 
@@ -610,7 +627,7 @@ class Worker:
                            **ds.record(item, rel, size)}})
             written += 1
             del v, files, data  # nothing of a written variant is held while the next one is made
-        return written
+        return written, originals
 
 
 class MaskCache:
