@@ -24,10 +24,40 @@ app = typer.Typer(
 log = logging.getLogger("backdrop")
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """The plan of a run (INFO: what was found, what will be done, progress) as plain lines; what
+    a user should act on as ``warning: ...``, failures as ``error: ...`` (as the CLI's own error
+    lines), details (``-v``) as ``debug: ...``."""
+
+    PREFIX = {logging.DEBUG: "debug: ", logging.INFO: "", logging.WARNING: "warning: ", logging.ERROR: "error: "}
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in self.PREFIX if lv <= record.levelno), default=logging.DEBUG)
+        return self.PREFIX[level] + super().format(record)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time: while a progress bar is shown, rich puts
+    its own stream there, which prints the line above the bar instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    # default: the plan (INFO) and warnings; -v: each item's details too; -vv: and the model
+    # libraries' own notices; -q: errors only
+    level = logging.ERROR if quiet else (logging.INFO, logging.DEBUG, logging.DEBUG)[min(verbose, 2)]
+    handler = _StderrHandler()
+    handler.setFormatter(_ConsoleFormatter("%(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("backdrop")
     root.handlers[:] = [handler]
@@ -113,7 +143,7 @@ def run(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="refuse larger inputs [default: 60000000]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines (-vv for debug)"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="each image's details too (-vv: and the model libraries' notices)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress bar"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -251,7 +281,7 @@ def augment(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="ray: pipeline actors [default: CPUs/2, or GPUs]"),
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per actor [default: 1 for diffusion on a GPU cluster, else 0]"),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more log lines (-vv for debug)"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="each image's details too (-vv: and the model libraries' notices)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:

@@ -597,7 +597,8 @@ def package_versions() -> dict[str, str]:
 
 
 class _capture_log:
-    """Collect the 'backdrop' logger's records (INFO and up, or DEBUG if enabled) into a string."""
+    """Collect the 'backdrop' logger's records, details (DEBUG) included, into a string: the
+    image's own log keeps what the console shows only with ``-v``."""
 
     def __enter__(self):
         import io
@@ -607,8 +608,8 @@ class _capture_log:
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.logger = logging.getLogger("backdrop")
         self.old_level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
+        if self.logger.getEffectiveLevel() > logging.DEBUG:
+            self.logger.setLevel(logging.DEBUG)
         self.logger.addHandler(self.handler)
         return self.buffer
 

@@ -111,7 +111,7 @@ class _Progress:
             self.last = now
             per = (now - self.t0) / self.done
             eta = f", ETA {_hms(per * (self.total - self.done))}" if self.total else ""
-            log.warning("progress: %d/%s items, %.2f images/s%s", self.done, self.total or "?", rate, eta)
+            log.info("progress: %d/%s items, %.2f new images/s%s", self.done, self.total or "?", rate, eta)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
@@ -130,7 +130,7 @@ class _Estimate:
     def __call__(self, task, k: int, seconds: float) -> None:
         if not self.said:
             self.said = True
-            log.warning("estimate: %.1f s for the first image; %d image(s) to make: about %s "
+            log.info("estimate: %.1f s for the first image; %d image(s) to make: about %s "
                         "(variants are written as they are made; rerun to resume)",
                         seconds, self.images, _hms(seconds * self.images))
 

@@ -117,7 +117,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
             with _connected(ray, address):
                 lay = settings(job, len(tasks), ray.cluster_resources(), concurrency=concurrency,
                                num_gpus=num_gpus, batch_size=batch_size)
-                log.warning("%s", lay.line())
+                log.info("%s", lay.line())
                 with _Progress(len(tasks), job.config.variants, enabled=progress) as bar:
                     for kind, payload in _stream(ray, job, tasks, lay):
                         if kind != "outcome":

@@ -263,15 +263,15 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
     with ``load``, a worker holding the loaded pipeline (None when nothing is to be augmented)."""
     dataset = job.open_dataset() if job.kind == "dataset" else None
     survey = job.survey(dataset)
-    for note in survey["notes"]:
-        log.warning(note)
+    for note in survey["notes"]:  # what the input listing did (a link followed, a file taken once): the plan
+        log.info(note)
     if dataset is not None:
         found = f"{dataset.format} data set"
         if job.format == "auto":  # say what the layout was recognised as
             from ..datasets import detect
 
             found = detect(Path(job.inputs[0]))[1]
-        log.warning("%s: %s: %d image(s) to augment (splits %s), %d to copy unchanged",
+        log.info("%s: %s: %d image(s) to augment (splits %s), %d to copy unchanged",
                     job.inputs[0], found, survey["augment"],
                     ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
     pipe = None
@@ -462,7 +462,7 @@ class Worker:
 
         missing = [k for k in range(1, n + 1) if not w.has(f"v{k}")]
         with _capture_log() as captured:
-            log.info("input %s: %d variant(s) to make, seeds %s%s", task.path, len(missing),
+            log.debug("input %s: %d variant(s) to make, seeds %s%s", task.path, len(missing),
                      [variant_seed(task.seed, k) for k in missing],
                      f" ({n - len(missing)} of {n} done by an earlier run)" if len(missing) < n else "")
             loaded = load_image(task.path, max_pixels=job.config.max_pixels)
@@ -478,7 +478,7 @@ class Worker:
                     self.cache.put(key, prep.mask)
                 else:
                     prep.notes["mask_cache"] = "hit"
-                    log.info("mask from the cache (the segmenter made it for this image before)")
+                    log.debug("mask from the cache (the segmenter made it for this image before)")
             check = None
             if boxes:
                 check, dropped = self._box_check(prep, boxes, item)
