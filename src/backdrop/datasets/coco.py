@@ -10,7 +10,7 @@ Where the JSON and the images are looked for, in this order:
    from its name (``instances_val.json`` -> ``val``), ``train`` otherwise.
 
 An image's ``file_name`` is taken relative to that folder (or else to the root); the output's
-``file_name``\ s are always relative to the image folder, so the new set can be moved or copied
+``file_name`` values are always relative to the image folder, so the new set can be moved or copied
 (an absolute name in a split copied unchanged is made relative too). Annotations
 carry ``bbox`` [x, y, w, h], and ``segmentation`` as polygons (a list of flat lists) or an RLE
 (``{"size": [h, w], "counts": ...}``, compressed or not; ``iscrowd`` 1 usually). Every other
