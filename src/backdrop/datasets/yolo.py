@@ -275,8 +275,10 @@ class YoloDataset(Dataset):
             if value != raw:
                 changes[key] = value
         yaml_rel = self.yaml_path.name
-        text = self.yaml_path.read_text(encoding="utf-8")
-        new = set_keys(text, changes)
+        try:
+            new = set_keys(self.yaml_path.read_text(encoding="utf-8"), changes)
+        except (OSError, UnicodeDecodeError):  # gone or changed since it was read: write the mapping
+            new = None
         if new is None:  # a layout the line edit does not handle: the mapping itself, without comments
             import yaml
 
