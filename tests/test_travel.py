@@ -405,3 +405,11 @@ def test_a_warning_is_for_what_the_user_should_act_on(tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [x for x in result.stderr.splitlines() if x.lower().startswith("warning")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: segment: ") and "models pull" in warnings[0]
+
+
+def test_an_empty_plan_is_a_warning(tmp_path):
+    result = cli("augment", EXAMPLES / "coco-cells", "-o", tmp_path / "out", "-n", "1", "--seed", "1",
+                 "--splits", "training-set")
+    warnings = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    assert warnings == ["warning: nothing to augment: --splits training-set names none of the set's splits "
+                        "(train, val)"], result.stderr

@@ -272,8 +272,11 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
 
             found = detect(Path(job.inputs[0]))[1]
         log.info("%s: %s: %d image(s) to augment (splits %s), %d to copy unchanged",
-                    job.inputs[0], found, survey["augment"],
-                    ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
+                 job.inputs[0], found, survey["augment"],
+                 ",".join(sorted(job.augmented_splits(dataset))) or "none", survey["copy"])
+        if not job.augmented_splits(dataset):  # an empty plan is something to act on
+            log.warning("nothing to augment: --splits %s names none of the set's splits (%s)",
+                        ",".join(job.splits), ", ".join(s or '""' for s in dataset.splits))
     pipe = None
     if load and survey["augment"]:
         from ..pipeline import Pipeline
