@@ -228,3 +228,19 @@ def test_detect_recognises_yolo_only(tmp_path):
     assert name == "yolo" and "data.yaml" in what and "2 classes" in what
     for other in ("coco", "imagefolder", "masks", "folders", "plain"):
         assert FORMATS[other].detect(root) is None, other
+
+
+@pytest.mark.parametrize("value, kept", [("", True), (".", True), ("./", True), ("{abs}", False),
+                                         ("../set", False), ("{abs}/../set", False)])
+def test_output_path_kept_only_where_it_names_its_own_folder(tmp_path, value, kept):
+    """``path`` that means "the yaml's folder" wherever the set is stays; one that names a place
+    (an absolute path, ``../set``: the source's own name) would point the new set at the source."""
+    src = tmp_path / "set"
+    value = value.format(abs=src)
+    text = f"# cells\npath: {value}  # the root\ntrain: images/train\nval: images/val\nnames: [a, b]\n"
+    make_set(src, yaml_text=text)
+    dst = tmp_path / "out"
+    assert write_copies(open_dataset(src), dst, 1)["errors"] == []
+    out = (dst / "data.yaml").read_text()
+    assert out == (text if kept else text.replace(f"path: {value}  # the root\n", ""))
+    assert str(src) not in out and str(tmp_path) not in out
