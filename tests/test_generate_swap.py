@@ -233,3 +233,10 @@ def test_killed_first_pass_resumes(tmp_path):
     r = invoke("augment", src, "-o", ref, "-n", 1, "--generator", "swap", "--seed", 5, *FAST)
     assert r.exit_code == 0, r.output
     assert pixels_of(ref) == pixels_of(out)
+
+
+def test_backends_lists_swap():
+    r = invoke("backends")
+    assert r.exit_code == 0
+    line = next(line for line in r.output.splitlines() if " swap " in line)
+    assert "yes" in line and "another image of the set" in line

@@ -51,6 +51,12 @@ class _GeneratorRegistry(Registry):
         return mix_class(spec, [super(_GeneratorRegistry, self).load(n) for n, _ in spec])
 
 
+    def single_image_names(self) -> list[str]:
+        """The generators that work on one image alone: not those drawing from a set (swap), which
+        need a batch (``backdrop augment`` / ``run`` over several images)."""
+        return [n for n in self.names() if not getattr(self.load(n), "needs_set", False)]
+
+
 GENERATORS = _GeneratorRegistry(
     "generate",
     {
