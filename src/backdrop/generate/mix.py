@@ -114,6 +114,7 @@ def mix_class(spec: tuple[tuple[str, float], ...], classes: list[type]) -> type:
         "uses_prompt": any(getattr(c, "uses_prompt", True) for c in classes),
         "uses_background": any(getattr(c, "uses_background", True) for c in classes),
         "needs_set": any(getattr(c, "needs_set", False) for c in classes),
+        "keeps_background_colours": any(getattr(c, "keeps_background_colours", False) for c in classes),
         "default_model": next((getattr(c, "default_model") for c in classes if getattr(c, "default_model", None)),
                               None),
     })

@@ -48,6 +48,9 @@ class SwapGenerator:
     uses_prompt = False  # the pipeline skips caption and refine for it
     uses_background = False  # it reads donors' clean backgrounds, not the image's own
     needs_set = True  # the engine builds the donor store in a first pass and binds it (bind_set)
+    # a donor is a background of the same set, by design like the image's own: the too_close and
+    # near_duplicate checks would reject it (and burn the spread of donors on retries)
+    keeps_background_colours = True
 
     def __init__(self, config: GenerateConfig):
         self.config = config
