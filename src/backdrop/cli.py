@@ -171,8 +171,8 @@ def run(
         }))
     from .engine.work import Job
 
-    job = Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs), overwrite=overwrite,
-              mask_cache=_cache_option(mask_cache))
+    job = guarded(debug, lambda: Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs),
+                                     overwrite=overwrite, mask_cache=_cache_option(mask_cache)))
     _run_job(job, engine="local", quiet=quiet, debug=debug)
 
 
@@ -238,10 +238,6 @@ def _cache_option(value: str) -> Optional[str]:
     return None if value.lower() in ("off", "none", "no", "") else value
 
 
-def _exit_code(exc: BaseException) -> int:
-    return exc.exit_code if isinstance(exc, BackdropError) else 1
-
-
 def _str(p: Optional[Path]) -> Optional[str]:
     return None if p is None else str(p)
 
@@ -296,12 +292,7 @@ def augment(
 
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
-        if image_format not in ("same", "png", "jpg"):
-            raise ConfigError(f"--image-format: expected same, png or jpg, got {image_format!r}")
-        if box_fallback not in ("box", "skip"):
-            raise ConfigError(f"--box-fallback: expected box or skip, got {box_fallback!r}")
-        if not 1 <= quality <= 100:
-            raise ConfigError(f"--quality: expected 1 to 100, got {quality}")
+        # the Job checks every one of its options (image format, quality, box fallback, splits, ...)
         gen = generator
         if gen is None and not config_file and not preset:
             # data sets: backgrounds that are new (domain randomisation) unless a pool or model is given
@@ -318,8 +309,6 @@ def augment(
                            })
         dst = out or source.resolve().parent / f"{source.resolve().name}-backdrop"
         wanted = tuple(x.strip() for x in splits.split(",") if x.strip())
-        if not wanted:
-            raise ConfigError("--splits: name at least one split (e.g. train)")
         if dst.resolve() == source.resolve() or source.resolve() in dst.resolve().parents:
             raise ConfigError(f"--out {dst} is inside the source set {source}; choose a folder outside it")
         return Job(config=cfg, out=str(dst), kind="dataset", inputs=(str(source),), format=fmt, splits=wanted,

@@ -34,11 +34,13 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
 
     source = Path(source)
     dst = Path(out) if out is not None else source.resolve().parent / f"{source.resolve().name}-backdrop"
-    if "splits" in options and isinstance(options["splits"], str):
-        options["splits"] = (options["splits"],)
     config = config or PipelineConfig(variants=3, generate=GenerateConfig(backend="random"))
-    job = Job(config=config, out=str(dst), kind="dataset", inputs=(str(source),),
-              **options)
+    if engine not in ("local", "ray"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"engine: expected local or ray, got {engine!r}")
+    # every option checked here, before any folder exists (Job.__post_init__)
+    job = Job.from_options(config, dst, kind="dataset", inputs=(str(source),), **options)
     if engine == "ray":
         from .ray import run_ray
 

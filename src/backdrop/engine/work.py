@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Literal, Optional
 
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import PipelineConfig
-from ..errors import BackdropError, InputError, OutputError
+from ..errors import BackdropError, InputError, JobOptionError, OutputError
 from ..outputs import MANIFEST, OutputSet, fingerprint, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class Summary:
     def exit_code(self) -> int:
         if not self.failed:
             return 0
-        return self.exit_codes.pop() if len(self.exit_codes) == 1 else 1
+        # a pure read: one kind of failure gives its own code, a mix gives 1 (never pop: a second read must agree)
+        return next(iter(self.exit_codes)) if len(self.exit_codes) == 1 else 1
 
     def lines(self, out: str | Path) -> list[str]:
         """The summary as printed: items by what happened to them, then the files written.
@@ -155,6 +156,32 @@ class Job:
     box_fallback: Literal["box", "skip"] = "box"  # "box": keep the whole box; "skip": report and skip the image
     mask_cache: Optional[str] = "auto"  # segmenter masks kept by image content: "auto" ($BACKDROP_HOME/cache/masks), a folder, or None
     base_seed: Optional[int] = None  # set by plan(): the run's resolved base seed
+
+    def __post_init__(self) -> None:
+        """Every option checked where the job is made (CLI, Python API, Ray, studio alike), before
+        any folder exists: a bad one raises :class:`~backdrop.errors.JobOptionError` (a ValueError)
+        naming the option, its CLI flag and the allowed values."""
+        validate_job(self)
+
+    @classmethod
+    def from_options(cls, config: PipelineConfig, out: str | Path, **options: Any) -> "Job":
+        """A job from keyword options as a caller writes them: an unknown name is a
+        :class:`~backdrop.errors.JobOptionError` listing the known ones (not a TypeError); a
+        string ``splits`` is one split or a comma-separated list; paths become strings."""
+        known = [f.name for f in fields(cls) if f.name not in ("config", "out", "base_seed")]
+        for name in options:
+            if name not in known:
+                raise JobOptionError(name, f"unknown option; known options: {', '.join(known)}")
+        if isinstance(options.get("splits"), str):
+            options["splits"] = tuple(x.strip() for x in options["splits"].split(",") if x.strip())
+        elif options.get("splits") is not None and not isinstance(options["splits"], tuple):
+            options["splits"] = tuple(options["splits"]) if isinstance(options["splits"], (list, set)) else options["splits"]
+        if isinstance(options.get("inputs"), (list, str, Path)):
+            ins = options["inputs"]
+            options["inputs"] = tuple(str(i) for i in ([ins] if isinstance(ins, (str, Path)) else ins))
+        if isinstance(options.get("mask_cache"), Path):
+            options["mask_cache"] = str(options["mask_cache"])
+        return cls(config=config, out=str(out), **options)
 
     # -- driver side -------------------------------------------------------------------------------
     def open_output(self) -> OutputSet:
@@ -254,6 +281,54 @@ class Job:
         finally:
             if own:
                 out.close()
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {"kind": ("run", "dataset"), "image_format": ("same", "png", "jpg"),
+                                       "box_fallback": ("box", "skip")}
+# the CLI flag of each Job option that has one (the error names both)
+_FLAGS = {"out": "--out", "format": "--format", "splits": "--splits", "include_originals": "--include-originals",
+          "copy_other_splits": "--copy-other-splits", "image_format": "--image-format", "quality": "--quality",
+          "save_masks": "--save-masks", "overwrite": "--overwrite", "box_min_cover": "--box-cover",
+          "box_fallback": "--box-fallback", "mask_cache": "--mask-cache", "base_seed": "--seed"}
+
+
+def validate_job(job: Job) -> None:
+    """The checks of :meth:`Job.__post_init__` (one place: every entry point builds a Job)."""
+    def check(ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            raise JobOptionError(name, f"expected {expected}, got {getattr(job, name)!r}", _FLAGS.get(name))
+
+    def is_bool(name: str) -> None:
+        check(isinstance(getattr(job, name), bool), name, "True or False")
+
+    check(isinstance(job.config, PipelineConfig), "config", "a PipelineConfig")
+    check(isinstance(job.out, str) and job.out.strip() != "", "out", "a folder path")
+    for name, allowed in _CHOICES.items():
+        check(getattr(job, name) in allowed, name, "one of " + ", ".join(allowed))
+    check(isinstance(job.inputs, tuple) and all(isinstance(i, str) and i for i in job.inputs), "inputs",
+          "a tuple of paths (strings)")
+    if job.kind == "dataset":
+        check(len(job.inputs) == 1, "inputs", "one data set root for a dataset job")
+    from ..datasets import FORMATS  # the registry: a format registered later is accepted too
+
+    check(job.format in ("auto", *FORMATS), "format", "one of " + ", ".join(("auto", *FORMATS)))
+    check(isinstance(job.splits, tuple) and len(job.splits) > 0 and all(isinstance(x, str) and x.strip()
+                                                                         for x in job.splits),
+          "splits", "at least one split name (e.g. train)")
+    for name in ("copy_other_splits", "include_originals", "save_masks", "overwrite"):
+        is_bool(name)
+    check(isinstance(job.quality, int) and not isinstance(job.quality, bool) and 1 <= job.quality <= 100,
+          "quality", "an integer from 1 to 100")
+    check(_real(job.box_grow) and 0 <= job.box_grow <= 10, "box_grow", "a number from 0 to 10")
+    check(_real(job.box_min_cover) and 0 <= job.box_min_cover <= 1, "box_min_cover", "a number from 0 to 1")
+    check(job.mask_cache is None or (isinstance(job.mask_cache, str) and job.mask_cache.strip() != ""),
+          "mask_cache", '"auto", a folder, or None')
+    check(job.base_seed is None or (isinstance(job.base_seed, int) and not isinstance(job.base_seed, bool)),
+          "base_seed", "an integer or None")
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
 
 
 def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
