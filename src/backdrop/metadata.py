@@ -12,7 +12,8 @@ segment holds 64 kB, so an oversized text is cut and an oversized record left ou
 >>> from PIL import Image
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.png"
->>> _ = save_image(Image.new("RGB", (8, 8)), p, parameters="a beach", source_type="trainedAlgorithmicMedia")
+>>> _ = p.write_bytes(encode_image(Image.new("RGB", (8, 8)), "PNG", parameters="a beach",
+...                                source_type="trainedAlgorithmicMedia"))
 >>> read_metadata(p)["digital_source_type"]
 'trainedAlgorithmicMedia'
 """
@@ -32,7 +33,6 @@ from xml.sax.saxutils import escape, unescape
 
 from PIL import Image, PngImagePlugin
 
-from .images import atomic_write_bytes
 
 IPTC_BASE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 # The IPTC codes used here, and when:
@@ -241,21 +241,13 @@ def _jpeg_comment(record: Mapping[str, Any] | None, text: Mapping[str, str] | No
     return com
 
 
-def save_image(image: Image.Image, path: str | Path, **kwargs: Any) -> Path:
-    """Write ``image`` atomically to ``path`` (format from the suffix) with metadata; see encode_image."""
-    path = Path(path)
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    atomic_write_bytes(path, encode_image(image, fmt, **kwargs))
-    return path
-
-
 def read_metadata(
     path_or_bytes: str | Path | bytes,
     *,
     max_text: int | None = None,
     max_total: int | None = None,
 ) -> dict[str, Any]:
-    """Read back what :func:`save_image` wrote (also works on A1111-style PNGs from other tools).
+    """Read back what :func:`encode_image` wrote (also works on A1111-style PNGs from other tools).
 
     Returns a dict with ``parameters`` (str or None), ``parsed`` (prompt/negative/fields),
     ``backdrop`` (the record or None), ``digital_source_type``, ``text`` (other text fields),

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Union
 
 from .errors import BackdropError, ModelCorruptError, ModelNotFoundError
+from .outputs import install_dir, install_file
 
 log = logging.getLogger(__name__)
 
@@ -553,8 +554,7 @@ def pull(
             os.fsync(out.fileno())
             _check_written(spec, writer)
             out.close()
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model store is readable like any cache
-            os.replace(tmp, dest)
+            install_file(tmp, dest, mode=0o644)  # mkstemp makes 0600; a model store is readable like any cache
         _fsync_dir(dest.parent)
     log.info("pulled %s -> %s", spec.name, dest)
     return dest
@@ -962,9 +962,7 @@ def _pull_folder(spec: ModelSpec, dest: Path, source: Union[str, os.PathLike, No
             shutil.copytree(src, tmp, dirs_exist_ok=True)
         else:
             _snapshot(spec, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        install_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
