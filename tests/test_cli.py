@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import make_bad_inputs as bad
 from backdrop.cli import app
-from backdrop.pipeline import item_seed
+from backdrop.seeds import item_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = ROOT / ".venv" / "bin" / "backdrop"

@@ -9,7 +9,7 @@ from PIL import Image
 import make_bad_inputs as bad
 from backdrop import Pipeline, PipelineConfig
 from backdrop.config import ChecksConfig, preset
-from backdrop.pipeline import retry_seed
+from backdrop.seeds import retry_seed
 
 
 class CopyingGenerator:

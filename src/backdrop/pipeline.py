@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import platform
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from .models import find as find_model
 from .models import path as model_path
 from .refine import REFINERS
 from .registry import has_module
+from .seeds import draw_seed, item_seed, retry_seed, variant_seed  # noqa: F401 - item_seed: the old home
 from .segment import SEGMENTERS
 from .types import GenerateRequest, Prompt, Result, Variant
 
@@ -48,35 +48,6 @@ StageProgress = Callable[[str, int, int], None]
 # Store models the "auto" stages look for, best first.
 AUTO_SEGMENT_MODELS = ("isnet-medium", "isnet-small")
 AUTO_REFINE_MODELS = ("smollm2-135m-instruct",)
-
-
-def variant_seed(base: int, k: int) -> int:
-    """Seed of variant ``k`` (1-based): ``base + k - 1``, as A1111 numbers a batch."""
-    return (base + k - 1) % 2**32
-
-
-def retry_seed(seed: int, attempt: int) -> int:
-    """The seed of a variant's ``attempt``-th regeneration after a failed background check: far
-    from every other variant's seed (``seed + k`` would repeat the next variant's background)."""
-    return (seed + attempt * 0x9E3779B1) % 2**32
-
-
-def item_seed(base: int, rel: str) -> int:
-    """An image's own seed: from the run's base seed and the image's path relative to its data
-    set root, so every image gets other backgrounds, and reordering, resuming, sharding or adding
-    files changes no image's seed.
-
-    >>> item_seed(7, "train/cat/001.jpg") == item_seed(7, "train/cat/001.jpg") != item_seed(7, "train/dog/001.jpg")
-    True
-    """
-    import hashlib
-
-    digest = hashlib.sha256(f"{int(base)}\0{rel}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def draw_seed() -> int:
-    return secrets.randbelow(2**31)
 
 
 class Pipeline:
@@ -259,7 +230,7 @@ class Pipeline:
             # 2. inpaint: the clean background (the object's hole filled), when someone reads it
             if background or self.needs_background:
                 prep.background = prep.timed("inpaint", lambda: self.inpainter(img, prep.mask))
-            prep.known = _known_background(prep.mask, cfg.inpaint.dilate)
+            prep.known = known_background(prep.mask, cfg.inpaint.dilate)
             # 3-4. caption and refine, unless the prompt is fixed or the generator ignores it
             if not self.uses_prompt:  # no prompt is recorded as if it had made the image
                 prep.prompt = Prompt("", "")
@@ -272,6 +243,14 @@ class Pipeline:
                     prep.prompt = Prompt(prep.prompt.positive, cfg.negative)
         prep.warnings, prep.notes = rec["warnings"], rec["notes"]
         return prep
+
+    def remask(self, prep: "Prepared", mask: Image.Image) -> None:
+        """Give ``prep`` another foreground ``mask`` after :meth:`prepare` (a data set's box
+        fallback): the clean background (when one was made) and the known pixels follow it."""
+        prep.mask = _binary_mask(mask, prep.image.size)
+        if prep.background is not None:
+            prep.background = prep.timed("inpaint", lambda: self.inpainter(prep.image, prep.mask))
+        prep.known = known_background(prep.mask, self.config.inpaint.dilate)
 
     def variants(
         self,
@@ -562,7 +541,7 @@ def _binary_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.where(arr >= 128, 255, 0).astype(np.uint8), "L")
 
 
-def _known_background(mask: Image.Image, dilate: int) -> Image.Image:
+def known_background(mask: Image.Image, dilate: int) -> Image.Image:
     """255 where the background pixels are real: outside the (dilated) hole the inpainter filled."""
     from .inpaint.opencv import hole_mask
 
@@ -594,26 +573,3 @@ def package_versions() -> dict[str, str]:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
-
-
-class _capture_log:
-    """Collect the 'backdrop' logger's records, details (DEBUG) included, into a string: the
-    image's own log keeps what the console shows only with ``-v``."""
-
-    def __enter__(self):
-        import io
-
-        self.buffer = io.StringIO()
-        self.handler = logging.StreamHandler(self.buffer)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.logger = logging.getLogger("backdrop")
-        self.old_level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.DEBUG:
-            self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(self.handler)
-        return self.buffer
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.old_level)
-        return False

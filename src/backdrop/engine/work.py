@@ -185,7 +185,7 @@ class Job:
 
     # -- driver side -------------------------------------------------------------------------------
     def open_output(self) -> OutputSet:
-        from ..pipeline import draw_seed
+        from ..seeds import draw_seed
 
         return OutputSet.open(self.out, self.kind, seed=self.config.seed if self.config.seed is not None else draw_seed())
 
@@ -393,7 +393,7 @@ class Plan:
     def _list(self) -> Iterator[Task]:
         job = self.job
         base = int(job.base_seed or 0)
-        from ..pipeline import item_seed
+        from ..seeds import item_seed
 
         if job.kind == "run":
             from ..images import collect_inputs
@@ -536,10 +536,11 @@ class Worker:
                 "generator": job.config.generate.backend}
         w.begin(info)
         from ..images import load_image
-        from ..pipeline import _capture_log, variant_seed
+        from ..runlog import capture
+        from ..seeds import variant_seed
 
         missing = [k for k in range(1, n + 1) if not w.has(f"v{k}")]
-        with _capture_log() as captured:
+        with capture() as captured:
             log.debug("input %s: %d variant(s) to make, seeds %s%s", task.path, len(missing),
                      [variant_seed(task.seed, k) for k in missing],
                      f" ({n - len(missing)} of {n} done by an earlier run)" if len(missing) < n else "")
@@ -585,24 +586,26 @@ class Worker:
         boxes = labels.boxes()
         if not boxes:
             return None, None, None
-        region = np.zeros((size[1], size[0]), np.uint8)
+        from ..datasets.labels import box_mask
+
+        region = np.zeros((size[1], size[0]), bool)
         for x0, y0, x1, y1 in boxes:
             gx, gy = (x1 - x0) * self.job.box_grow + 2, (y1 - y0) * self.job.box_grow + 2
-            region[max(0, int(y0 - gy)):int(np.ceil(y1 + gy)), max(0, int(x0 - gx)):int(np.ceil(x1 + gx))] = 255
-        return None, Image.fromarray(region, "L"), boxes
+            region |= box_mask((x0 - gx, y0 - gy, x1 + gx, y1 + gy), size)
+        return None, Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L"), boxes
 
     def _box_check(self, prep: Any, boxes: list, item: Any) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
         (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Returns the
         record and, for a skipped image, the one-line reason."""
+        from ..datasets.labels import box_mask
+
         m = np.asarray(prep.mask) > 0
-        h, w = m.shape
+        size = (m.shape[1], m.shape[0])
         covers, fallback = [], []
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            ys, ye = max(0, int(y0)), min(h, int(np.ceil(y1)))
-            xs, xe = max(0, int(x0)), min(w, int(np.ceil(x1)))
-            area = max(1, (ye - ys) * (xe - xs))
-            cover = float(m[ys:ye, xs:xe].sum()) / area
+        for i, box in enumerate(boxes):
+            inside = box_mask(box, size)
+            cover = float((m & inside).sum()) / max(1, int(inside.sum()))
             covers.append(round(cover, 3))
             if cover < self.job.box_min_cover:
                 fallback.append(i)
@@ -614,20 +617,13 @@ class Worker:
         if fallback:
             mm = m.copy()
             for i in fallback:
-                x0, y0, x1, y1 = boxes[i]
-                mm[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
-            new_mask = Image.fromarray(np.where(mm, 255, 0).astype(np.uint8), "L")
-            from ..pipeline import _known_background
-
-            prep.mask = new_mask
-            if prep.background is not None:
-                prep.background = prep.timed("inpaint", lambda: self.pipe.inpainter(prep.image, new_mask))
-            prep.known = _known_background(new_mask, self.job.config.inpaint.dilate)
+                mm |= box_mask(boxes[i], size)
+            self.pipe.remask(prep, Image.fromarray(np.where(mm, 255, 0).astype(np.uint8), "L"))
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
         return record, ""
 
     def _variants(self, task: Task, prep: Any, missing: list[int]):
-        from ..pipeline import variant_seed
+        from ..seeds import variant_seed
 
         seeds = [variant_seed(task.seed, k) for k in missing]
         slots = None if task.slot is None else [task.slot + k - 1 for k in missing]
@@ -845,10 +841,9 @@ def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Im
         if obj.has_mask():
             region = obj.mask((w, h))
         else:
-            x0, y0, x1, y1 = obj.box
-            region = np.zeros((h, w), bool)
-            region[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
-            region &= kept
+            from ..datasets.labels import box_mask
+
+            region = box_mask(obj.box, (w, h)) & kept
         same = bool(np.array_equal(source[region], composite[region]))
         objs.append({"index": i, "category": obj.category, "pixels": int(region.sum()), "unchanged": same})
     return {"objects": len(objs), "unchanged": sum(o["unchanged"] for o in objs), "per_object": objs}

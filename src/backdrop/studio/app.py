@@ -220,7 +220,7 @@ def text_to_image_page() -> None:
 
 def run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, negative, fixed_seed,
                 width, height, count, steps, guidance, scheduler, fast=None) -> None:
-    from backdrop.pipeline import draw_seed
+    from backdrop.seeds import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     resolved = core.resolve_model(model_text)
@@ -426,7 +426,7 @@ def run_analysis(cfg: PipelineConfig, loaded, key: str) -> None:
 
 
 def run_backgrounds(cfg, analysis, positive, negative, variants, fixed_seed, stem, upload_name) -> None:
-    from backdrop.pipeline import draw_seed
+    from backdrop.seeds import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     bar = st.progress(0.0, text=f"Seed {seed}: starting…")
