@@ -38,3 +38,67 @@ def test_atomic_replace_only_in_outputs():
     """os.replace / os.link (the atomic and no-replace writes) live in outputs.py only."""
     found = {name: calls(tree, "os", "replace") + calls(tree, "os", "link") for name, tree in modules().items()}
     assert {k: v for k, v in found.items() if v and k != "backdrop.outputs"} == {}
+
+
+def imports(name: str, tree: ast.Module) -> set[str]:
+    """The backdrop modules ``name`` imports (anywhere in it, lazy imports included)."""
+    pkg = name if (SRC.parent / (name.replace(".", "/") + "/__init__.py")).exists() else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("backdrop"):
+                subs = {f"{mod}.{a.name}" for a in node.names}
+                known = {m for m in subs if (SRC.parent / m.replace(".", "/")).with_suffix(".py").exists()
+                         or (SRC.parent / m.replace(".", "/") / "__init__.py").exists()}
+                out |= known  # "from . import models": that module
+                if known != subs:  # a name defined in ``mod`` itself
+                    out.add(mod)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("backdrop"))
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: {m for m in imports(name, tree) if m in mods and m != name} for name, tree in mods.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(g[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out

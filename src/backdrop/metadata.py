@@ -173,7 +173,7 @@ def encode_image(
     """
     if source_type is not None and source_type not in SOURCE_TYPES:
         raise ValueError(f"unknown IPTC source type {source_type!r}")
-    from . import __version__
+    from .version import __version__
 
     tool = f"backdrop {__version__}"
     description = (parameters or "").split("\n", 1)[0][:2000] or None

@@ -556,7 +556,7 @@ def _rgb_at(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

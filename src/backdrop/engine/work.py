@@ -724,7 +724,7 @@ class MaskCache:
         return cls(Path(job.mask_cache))
 
     def key(self, path: str | Path, segment: Any, region: Optional[Image.Image]) -> str:
-        from .. import __version__
+        from ..version import __version__
 
         h = hashlib.sha256()
         with open(path, "rb") as fh:

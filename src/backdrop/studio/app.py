@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from backdrop import __version__
+from backdrop.version import __version__
 from backdrop.caption import CAPTIONERS
 from backdrop.config import (
     CaptionConfig,

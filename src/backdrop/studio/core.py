@@ -356,7 +356,7 @@ def zip_of(saved: list[Saved]) -> bytes:
 def txt2img_record(*, prompt: Any, style: str, user_prompt: str, user_negative: str, seed: int, index: int,
                    described: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """The ``backdrop`` JSON record of one text-to-image picture."""
-    from .. import __version__
+    from ..version import __version__
     from ..pipeline import package_versions
 
     return {
