@@ -10,11 +10,13 @@ import make_bad_inputs as bad
 from backdrop import Pipeline, PipelineConfig
 from backdrop.config import ChecksConfig, preset
 from backdrop.seeds import retry_seed
+from backdrop.stages import Generator
 
 
-class CopyingGenerator:
+class CopyingGenerator(Generator):
     """Paints a copy of the kept object into the background for the seeds it is told to (as SD
-    sometimes does); a plain blue-green background of a colour drawn from the seed otherwise."""
+    sometimes does); a plain blue-green background of a colour drawn from the seed otherwise. Written
+    to the contract (backdrop.stages.Generator)."""
 
     name = "copying"
     generative = False

@@ -38,6 +38,7 @@ from .refine import REFINERS
 from .registry import has_module
 from .seeds import draw_seed, item_seed, retry_seed, variant_seed  # noqa: F401 - item_seed: the old home
 from .segment import SEGMENTERS
+from .stages import Backend, Skipped, adopt
 from .types import GenerateRequest, Prompt, Result, Variant
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,14 @@ class Pipeline:
         all_stages: bool = False,
     ):
         self.config = config
-        self.segmenter = segmenter
-        self.inpainter = inpainter
-        self.captioner = captioner
-        self.refiner = refiner
-        self.generator = generator
+        # every stage as its contract (backdrop.stages): a caller's own object is adopted once
+        self.segmenter = adopt(segmenter, "segment")
+        self.inpainter = adopt(inpainter, "inpaint")
+        self.captioner = adopt(captioner, "caption")
+        self.refiner = adopt(refiner, "refine")
+        self.generator = adopt(generator, "generate")
         self.notices = list(notices or [])
-        self.skipped = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
+        self.skipped = {**({} if all_stages else skipped_stages(config, self.generator)), **(skip or {})}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -99,6 +101,7 @@ class Pipeline:
         if generator is None:
             GENERATORS.check_name(config.generate.backend)
             generator = GENERATORS.create(config.generate.backend, config.generate)
+        generator = adopt(generator, "generate")  # a caller's own object: read what it declares, once
         skip = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
         config, notices = resolve_auto(config, skip=skip)
         for stage, registry, given in (
@@ -116,16 +119,19 @@ class Pipeline:
             get_style(config.refine.style, config.refine.styles_file)  # likewise a style that does not exist
         for note in notices:
             log.warning(note)
+        def build(stage: str, given: Any, registry: Any, sub: Any) -> Any:
+            if given is not None:
+                return adopt(given, stage)
+            if stage in skip and stage != "inpaint":  # nobody reads it: neither built nor loaded
+                return Skipped(stage, skip[stage])
+            return adopt(registry.create(sub.backend, sub), stage)
+
         return cls(
             config,
-            segmenter=segmenter or (Skipped("segment", skip["segment"]) if "segment" in skip
-                                    else SEGMENTERS.create(config.segment.backend, config.segment)),
-            inpainter=inpainter or INPAINTERS.create(config.inpaint.backend, config.inpaint),
-            # a stage whose output nobody reads is neither built nor loaded (its model may be absent)
-            captioner=captioner or (Skipped("caption", skip["caption"]) if "caption" in skip
-                                    else CAPTIONERS.create(config.caption.backend, config.caption)),
-            refiner=refiner or (Skipped("refine", skip["refine"]) if "refine" in skip
-                                else REFINERS.create(config.refine.backend, config.refine)),
+            segmenter=build("segment", segmenter, SEGMENTERS, config.segment),
+            inpainter=build("inpaint", inpainter, INPAINTERS, config.inpaint),
+            captioner=build("caption", captioner, CAPTIONERS, config.caption),
+            refiner=build("refine", refiner, REFINERS, config.refine),
             generator=generator,
             notices=notices,
             skip=skip,
@@ -135,39 +141,36 @@ class Pipeline:
     def load(self) -> "Pipeline":
         """Load every model now (they load lazily otherwise), so a missing model fails once, up
         front, rather than on each image of a batch. Returns the pipeline."""
-        for stage, attr in _ATTR.items():
-            if stage in self.skipped:
-                continue
-            load = getattr(getattr(self, attr), "load", None)
-            if callable(load):
-                load()
+        for stage, backend in self.stages().items():
+            if stage not in self.skipped:
+                backend.load()
         return self
+
+    def stages(self) -> dict[str, Backend]:
+        """The backend of each stage, in pipeline order."""
+        return {"segment": self.segmenter, "inpaint": self.inpainter, "caption": self.captioner,
+                "refine": self.refiner, "generate": self.generator}
 
     def backends(self) -> dict[str, dict[str, Any]]:
         """Which backend runs each stage, with what each reports about itself."""
         out: dict[str, dict[str, Any]] = {}
-        for stage, attr in _ATTR.items():
-            backend = getattr(self, attr)
+        for stage, backend in self.stages().items():
             if stage in self.skipped:
-                out[stage] = {"name": getattr(backend, "name", "-"), "skipped": self.skipped[stage]}
+                out[stage] = {"name": backend.name or "-", "skipped": self.skipped[stage]}
                 continue
-            info = {"name": getattr(backend, "name", type(backend).__name__)}
-            describe = getattr(backend, "describe", None)
-            if callable(describe):
-                info.update(describe())
-            out[stage] = info
+            out[stage] = {"name": backend.name or type(backend).__name__, **backend.describe()}
         return out
 
     @property
     def needs_background(self) -> bool:
         """Whether a stage reads the clean background: the captioner, or a generator that
         samples or repaints it (random and pool make backgrounds of their own)."""
-        return bool(getattr(self.generator, "uses_background", True)) or "caption" not in self.skipped
+        return self.generator.uses_background or "caption" not in self.skipped
 
     @property
     def uses_prompt(self) -> bool:
         """Whether the generator reads the prompt (texture, pool and random do not)."""
-        return bool(getattr(self.generator, "uses_prompt", True))
+        return self.generator.uses_prompt
 
     # -- one image --------------------------------------------------------------------------------
     def __call__(
@@ -282,7 +285,7 @@ class Pipeline:
                     )
                     for i in chunk
                 ]
-                if len(requests) > 1 and callable(getattr(gen, "generate_batch", None)):
+                if len(requests) > 1 and gen.batched:
                     images = prep.timed("generate", lambda: gen.generate_batch(requests))
                 else:
                     images = [prep.timed("generate", lambda r=r: gen(r)) for r in requests]
@@ -311,7 +314,7 @@ class Pipeline:
             from .checks import BackgroundChecker
 
             cfg = self.config.checks
-            if getattr(self.generator, "keeps_background_colours", False):
+            if self.generator.keeps_background_colours:
                 # texture re-synthesises the image's own background by design: its variants look
                 # like the old background and like each other, so these two checks always fire
                 cfg = replace(cfg, too_close=False, near_duplicate=False)
@@ -374,7 +377,7 @@ class Pipeline:
         """How one variant's images are labelled: the A1111 ``parameters`` text and the IPTC
         source types of its background and composite (model-made or not)."""
         gen = self.generator
-        generative = bool(getattr(gen, "generative", False))
+        generative = gen.generative
         described = result.backends.get("generate", {})
         extra = dict(described.get("a1111") or {}) if generative else {}
         suffix = extra.pop("prompt_suffix", "")  # LoRA tags, as A1111 writes them: <lora:name:scale>
@@ -386,7 +389,7 @@ class Pipeline:
             seed=variant.seed, size=(described.get("size") if generative else None) or result.image.size,
             model=described.get("model"), extra=extra or None,
         )
-        background = getattr(gen, "background_source_type", None) or (
+        background = gen.background_source_type or (
             "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
         composite = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
         return {"parameters": parameters, "background": background, "composite": composite}
@@ -453,23 +456,11 @@ class Prepared:
         return value
 
 
-class Skipped:
-    """Stands in for a stage that this run does not need: never built, never loaded."""
-
-    def __init__(self, stage: str, reason: str):
-        self.name = "-"
-        self.stage = stage
-        self.reason = reason
-
-    def __call__(self, *args: Any) -> Any:  # pragma: no cover - the pipeline never calls it
-        raise GenerationError(f"{self.stage} is skipped in this run ({self.reason})")
-
-
 def skipped_stages(config: PipelineConfig, generator: Any) -> dict[str, str]:
     """Stages whose output nobody reads: caption and refine when the prompt is fixed or the
     generator ignores it. Maps stage -> reason (recorded in run.json and the manifest)."""
-    if not getattr(generator, "uses_prompt", True):
-        why = f"the {getattr(generator, 'name', 'chosen')} generator does not read a prompt"
+    if not generator.uses_prompt:
+        why = f"the {generator.name or 'chosen'} generator does not read a prompt"
         return {"caption": why, "refine": why}
     if config.prompt is not None:
         return {"caption": "fixed prompt", "refine": "fixed prompt"}
@@ -477,17 +468,9 @@ def skipped_stages(config: PipelineConfig, generator: Any) -> dict[str, str]:
 
 
 def _batch_size(gen: Any, cfg: PipelineConfig) -> int:
-    if not callable(getattr(gen, "generate_batch", None)):
+    if not gen.batched:
         return 1
-    size = getattr(cfg.generate, "batch_size", 0) or 0
-    if size:
-        return size
-    pick = getattr(gen, "max_batch", None)
-    return int(pick()) if callable(pick) else int(getattr(gen, "batch_size", 1) or 1)
-
-
-_ATTR = {"segment": "segmenter", "inpaint": "inpainter", "caption": "captioner", "refine": "refiner",
-         "generate": "generator"}
+    return cfg.generate.batch_size or int(gen.max_batch())
 
 
 def resolve_auto(config: PipelineConfig, skip: dict[str, str] | None = None) -> tuple[PipelineConfig, list[str]]:

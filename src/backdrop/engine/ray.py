@@ -58,7 +58,12 @@ class RaySettings:
 
 def uses_gpu(job: Job) -> bool:
     """True when the job's heavy stage is a diffusion model (worth one GPU per actor)."""
-    return str(job.config.generate.backend).startswith("sd-")
+    from ..generate import GENERATORS
+
+    try:
+        return GENERATORS.load(job.config.generate.backend).uses_gpu  # what the backend declares
+    except Exception:  # noqa: BLE001 - an unknown or uninstallable backend fails later, with its own message
+        return False
 
 
 def settings(job: Job, tasks: int, resources: dict[str, float], *, concurrency: Optional[int] = None,

@@ -72,6 +72,7 @@ from ..devices import generator_device, pick_device, pick_dtype, torch_threads
 from ..errors import ConfigError, GenerationError, ModelCorruptError, ModelNotFoundError
 from ..registry import has_module, require
 from ..types import GenerateRequest, ProgressCallback, Prompt
+from ..stages import Generator
 
 log = logging.getLogger(__name__)
 
@@ -431,12 +432,14 @@ def auto_batch(device: str, width: int, height: int, cfg: bool, free_bytes: Opti
 # -- the generators ----------------------------------------------------------------------------------
 
 
-class _DiffusionGenerator:
+class _DiffusionGenerator(Generator):
     """Shared base: loading, profile, LoRA, tiny VAE, scheduler, device/dtype, seeding, batching."""
 
     name = ""
     generative = True
     uses_prompt = True  # the pipeline needs caption + refine (or --prompt) for this generator
+    batched = True  # generate_batch: several seeds per pipeline call
+    uses_gpu = True  # worth a GPU per worker where there is one
     default_model = DEFAULT_MODEL
     auto_class = "AutoPipelineForText2Image"
     task = "text-to-image"

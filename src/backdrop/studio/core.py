@@ -387,7 +387,7 @@ class Precomputed:
     """
 
     def __init__(self, backend: Any, image: Image.Image, value: Any):
-        self.name = getattr(backend, "name", type(backend).__name__)
+        self.name = backend.name  # a stage of a built pipeline: it declares its name (backdrop.stages)
         self.backend = backend
         self.image = image
         self.value = value
@@ -398,8 +398,7 @@ class Precomputed:
         return self.backend(image, *args)
 
     def describe(self) -> dict[str, Any]:
-        describe = getattr(self.backend, "describe", None)
-        return dict(describe()) if callable(describe) else {}
+        return dict(self.backend.describe())
 
 
 def binary_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
