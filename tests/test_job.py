@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import backdrop
 from backdrop.cli import app
 from backdrop.config import PipelineConfig
-from backdrop.engine.work import Job, Outcome, Summary
+from backdrop.job import Job, Outcome, Summary
 from backdrop.errors import BackdropError, ConfigError, JobOptionError
 
 # option -> (a bad value, a word the message must hold: the allowed values or the range)

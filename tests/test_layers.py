@@ -102,3 +102,39 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def test_no_import_cycles():
+    """Layers only look down: no module imports (even lazily) one that imports it back."""
+    assert cycles(graph()) == []
+
+
+def test_pipeline_knows_no_engine_and_metadata_no_images():
+    g = graph()
+    above = {m for m in g if m.startswith(("backdrop.engine", "backdrop.items", "backdrop.job", "backdrop.cli",
+                                            "backdrop.studio"))}
+    assert g["backdrop.pipeline"] & above == set()
+    assert "backdrop.images" not in g["backdrop.metadata"]
+    assert not {m for m in g["backdrop.items"] if m.startswith("backdrop.engine")}  # items never schedule
+
+
+def test_no_private_name_imported_from_another_module():
+    """``from x import _name`` couples a module to another's insides: make the name public or move it."""
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{name}: from {'.' * node.level}{node.module or ''} import {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []
+
+
+def test_no_backend_name_tests_outside_the_registries():
+    """What a backend can do is declared on its class (backdrop.stages), never guessed from its name."""
+    found = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "startswith"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "sd-"):
+                found.append(f"{name}:{node.lineno}")
+    assert found == []

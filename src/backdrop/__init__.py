@@ -20,7 +20,7 @@ from .config import (
 )
 from .engine import augment
 from .errors import BackdropError
-from .pipeline import Pipeline
+from .items import Pipeline
 from .types import Prompt, Result, Variant
 
 __all__ = [

@@ -31,13 +31,25 @@ def _names(registry_attr: str) -> str:
     return ", ".join(getattr(import_module(f"backdrop.{module}"), attr).names())
 
 
+def _formats() -> Any:
+    from .datasets import FORMATS  # the registry: help, choices and messages come from it
+
+    return FORMATS
+
+
+def _presets() -> str:
+    from .config import PRESETS
+
+    return ", ".join(PRESETS)
+
+
 @app.command()
 def run(
     inputs: List[Path] = typer.Argument(..., help="image files or folders of images"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder; each image gets OUT/<name>/"),
     variants: Optional[int] = typer.Option(None, "--variants", "-n", help="new backgrounds per image [default: 1]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed: each image's seed derives from it and the image's path; drawn and recorded if not given"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed (the original model design), fast (LCM/Turbo) or quality"),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()} (see the README's table)"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend: auto, {_names('segment:SEGMENTERS')}"),
     inpainter: Optional[str] = typer.Option(None, "--inpainter", help=f"inpaint backend: {_names('inpaint:INPAINTERS')}"),
@@ -102,7 +114,7 @@ def run(
                          "vae_tiling": vae_tiling, "runtime": runtime, "openvino_precision": openvino_precision},
             "composite": {"harmonize": harmonize, "feather": feather},
         }))
-    from .engine.work import Job
+    from .job import Job
 
     job = guarded(debug, lambda: Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs),
                                      overwrite=overwrite, mask_cache=_cache_option(mask_cache)))
@@ -134,7 +146,7 @@ def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: 
 def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
     """Plan, load, run and report a job; exits with the summary's code."""
     def start():
-        from .engine.work import start as start_job
+        from .items import start as start_job
 
         if engine == "ray":  # a missing extra is one line before any output folder exists
             from .registry import require
@@ -177,11 +189,11 @@ def _str(p: Optional[Path]) -> Optional[str]:
 
 @app.command()
 def augment(
-    source: Path = typer.Argument(..., help="the data set's root folder (YOLO, COCO, class folders, imagefolder, image+mask pairs, plain)"),
+    source: Path = typer.Argument(..., help=f"the data set's root folder: {_formats().looked_for()}"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="the new data set's folder [default: SOURCE-backdrop beside it]"),
     variants: int = typer.Option(3, "--variants", "-n", help="new images per training image"),
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed; each image's seed derives from it and its relative path"),
-    fmt: str = typer.Option("auto", "--format", help="auto, yolo, coco, folders, imagefolder, masks, plain"),
+    fmt: str = typer.Option("auto", "--format", help=_formats().choices()),
     splits: str = typer.Option("train", "--splits", help="comma-separated splits to augment; the others are copied unchanged"),
     copy_other_splits: bool = typer.Option(True, "--copy-other-splits/--drop-other-splits", help="copy val/test unchanged, or leave them out"),
     include_originals: bool = typer.Option(False, "--include-originals", help="put the source images in the new set too"),
@@ -191,7 +203,7 @@ def augment(
     box_fallback: str = typer.Option("box", "--box-fallback", help="boxes-only labels, mask misses an object: box (keep the whole box) or skip"),
     box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover before --box-fallback applies"),
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed, ..."),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()}"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend (images without mask labels): auto, {_names('segment:SEGMENTERS')}"),
@@ -220,7 +232,7 @@ def augment(
 
     def build():
         from .config import ConfigError
-        from .engine.work import Job
+        from .job import Job
         from .generate import GENERATORS
 
         if engine not in ("local", "ray"):

@@ -335,6 +335,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def register_preset(name: str, overrides: dict[str, dict[str, Any]], *, replace: bool = False) -> None:
+    """Add a named config (``--preset NAME``): stage -> field overrides, as in :data:`PRESETS`."""
+    if name in PRESETS and not replace:
+        raise ConfigError(f"preset {name!r} already exists")
+    PRESETS[name] = overrides
+
+
 def preset(name: str, base: PipelineConfig | None = None) -> PipelineConfig:
     """The named preset applied over ``base`` (default config when None)."""
     if name not in PRESETS:

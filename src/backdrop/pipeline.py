@@ -1,4 +1,4 @@
-"""The background pipeline: segment → inpaint → caption → refine → generate → composite → save.
+"""The stage pipeline: segment → inpaint → caption → refine → generate → composite, for one image.
 
 >>> from backdrop import Pipeline, PipelineConfig
 >>> pipe = Pipeline.from_config(PipelineConfig(variants=2, seed=7))     # doctest: +SKIP
@@ -6,6 +6,9 @@
 >>> [v.seed for v in result.variants]                                   # doctest: +SKIP
 [7, 8]
 >>> pipe.save(result, "out")                                            # doctest: +SKIP
+
+This module is the stages of one image and nothing else: no files written, no engine. Writing
+(``save``, ``process``) is :mod:`backdrop.items`, whose ``Pipeline`` subclass is ``backdrop.Pipeline``.
 """
 
 from __future__ import annotations
@@ -393,36 +396,6 @@ class Pipeline:
             "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
         composite = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
         return {"parameters": parameters, "background": background, "composite": composite}
-
-    def save(self, result: Result, out_dir: str | Path, *, name: str = "image", overwrite: bool = False,
-             log_text: str = "") -> Path:
-        """Write one result into ``out_dir/name/`` (see the README's output layout) through the
-        output protocol: no-replace, resumable, ``overwrite`` replaces only backdrop's own files."""
-        from .engine.work import save_result
-
-        return save_result(self, result, out_dir, name=name, overwrite=overwrite, log_text=log_text)
-
-    def process(self, path: str | Path, out_dir: str | Path, *, name: str | None = None, seed: int | None = None,
-                overwrite: bool = False, on_progress: Optional[StageProgress] = None) -> Path:
-        """Load, run and save one image file into ``out_dir/name/`` (default: the file's stem),
-        writing each variant as it is made. ``seed`` is the image's own seed. Returns the folder."""
-        from .engine.work import Job, Task, Worker
-
-        path = Path(path)
-        name = name or path.stem
-        base = seed if seed is not None else (self.config.seed if self.config.seed is not None else draw_seed())
-        job = Job(config=replace(self.config, seed=base), out=str(out_dir), kind="run", overwrite=overwrite,
-                  base_seed=base)
-        plan = job.plan()
-        worker = Worker(plan.job, pipeline=self, out=plan.out)
-        try:
-            outcome = worker(Task(key=name, rel=path.name, path=str(path), seed=base), on_progress=on_progress)
-            plan.job.finalize(plan.out)
-        finally:
-            plan.close()
-        if outcome.status == "failed":
-            raise outcome.error
-        return Path(out_dir) / name
 
 
 @dataclass

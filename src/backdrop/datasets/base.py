@@ -33,7 +33,11 @@ class Item:
 
 
 class DatasetFormat(Protocol):
+    """What a format declares (register it in :data:`backdrop.datasets.FORMATS`)."""
+
     name: str
+    looks_for: str  # one phrase: what detect() recognises (the "no data set found" message lists them)
+    fallback: bool  # True: tried after every other format (plain)
 
     def detect(self, root: Path) -> str | None: ...
 

@@ -366,6 +366,8 @@ def annotation_obj(a: dict, size: tuple[int, int], categories: set | None = None
 
 class CocoFormat:
     name = "coco"
+    looks_for = "annotations/instances_<split>.json, <split>/*.json or one *.json beside images/"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

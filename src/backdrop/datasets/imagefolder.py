@@ -208,6 +208,8 @@ class ImageFolderDataset(Dataset):
 
 class ImageFolderFormat:
     name = "imagefolder"
+    looks_for = "metadata.jsonl/.csv"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

@@ -337,6 +337,8 @@ def _inside_text(text) -> str | None:
 
 class YoloFormat:
     name = "yolo"
+    looks_for = "data.yaml, or images/ + labels/"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

@@ -461,7 +461,7 @@ def background_pipeline(base: Any, analysis: Analysis, *, positive: str, negativ
                         seed: int) -> Any:
     """A Pipeline that reuses ``base``'s loaded backends and ``analysis``'s mask and background,
     with the (edited) prompt fixed."""
-    from ..pipeline import Pipeline
+    from ..items import Pipeline
 
     config = replace(base.config, prompt=positive, negative=negative, variants=int(variants), seed=int(seed))
     return Pipeline(
