@@ -106,7 +106,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", "--engine ray")
     require("ray.data", "ray", "--engine ray")
-    from .local import Progress, tally
+    from .local import ProgressBar, tally
 
     if plan is None:
         from ..items import start
@@ -124,7 +124,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
                 lay = settings(job, len(tasks), ray.cluster_resources(), concurrency=concurrency,
                                num_gpus=num_gpus, batch_size=batch_size)
                 log.info("%s", lay.line())
-                with Progress(len(tasks), job.config.variants, enabled=progress) as bar:
+                with ProgressBar(len(tasks), job.config.variants, enabled=progress) as bar:
                     for kind, payload in _stream(ray, job, tasks, lay):
                         if kind != "outcome":
                             stopped = payload
