@@ -144,7 +144,7 @@ def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_
     # such chunks are dropped, with a note, so metadata never makes a good image unreadable.
     from PIL import PngImagePlugin
 
-    from .metadata import png_without_unsafe_chunks
+    from .pngtext import png_without_unsafe_chunks
 
     n_bytes = len(data)
     data, dropped = png_without_unsafe_chunks(
