@@ -3,8 +3,6 @@ any folder is created; and the run summary's exit code is a pure read."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
