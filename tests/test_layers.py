@@ -138,3 +138,10 @@ def test_no_backend_name_tests_outside_the_registries():
                     and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "sd-"):
                 found.append(f"{name}:{node.lineno}")
     assert found == []
+
+
+def test_no_module_over_700_lines():
+    """A module a newcomer can read: split what grows past 700 lines."""
+    sizes = {p.relative_to(SRC.parent).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+             for p in SRC.rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v >= 700} == {}
