@@ -1,12 +1,9 @@
 """Stage 5, generate: GenerateRequest -> one new background (RGB, the input's size).
 
-A generator class also says how its output is to be labelled:
-
-- ``generative``: True when a trained model made the pixels (IPTC source types differ);
-- ``describe() -> dict``: what goes into the image metadata (Steps, Sampler, CFG scale, Model);
-- ``uses_prompt``: False when the generator ignores the prompt (the pipeline may skip caption/refine);
-- ``needs_set`` (swap): True when it draws from the set's other images: the engine builds the donor
-  store in a first pass and calls ``bind_set(store, variants=, base_seed=)``.
+A generator subclasses :class:`backdrop.stages.Generator`, whose table lists what it declares
+(generative, uses_prompt, uses_background, batched, ...), and is registered here by name.
+``needs_set`` (swap) generators draw from the set's other images: the engine builds the donor store
+in a first pass and calls ``bind_set(store, variants=, base_seed=)``.
 
 Besides the names below, a *mix* of them is a generator: ``swap+random`` (equal shares) or
 ``swap:0.7,random:0.3``; each variant's part is drawn from its seed (:mod:`.mix`).
@@ -14,21 +11,8 @@ Besides the names below, a *mix* of them is a generator: ``swap+random`` (equal 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-from PIL import Image
-
 from ..registry import Registry
-from ..types import GenerateRequest
-
-
-class Generator(Protocol):
-    name: str
-    generative: bool
-
-    def __call__(self, request: GenerateRequest) -> Image.Image: ...
-
-    def describe(self) -> dict[str, Any]: ...
+from ..stages import Generator  # noqa: F401 - the stage's contract (backdrop.stages)
 
 
 class _GeneratorRegistry(Registry):
@@ -50,11 +34,10 @@ class _GeneratorRegistry(Registry):
         self.check_name(name)
         return mix_class(spec, [super(_GeneratorRegistry, self).load(n) for n, _ in spec])
 
-
     def single_image_names(self) -> list[str]:
         """The generators that work on one image alone: not those drawing from a set (swap), which
         need a batch (``backdrop augment`` / ``run`` over several images)."""
-        return [n for n in self.names() if not getattr(self.load(n), "needs_set", False)]
+        return [n for n in self.names() if not self.load(n).needs_set]
 
 
 GENERATORS = _GeneratorRegistry(

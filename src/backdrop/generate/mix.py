@@ -23,6 +23,7 @@ from PIL import Image
 
 from .. import runlog
 from ..errors import ConfigError
+from ..stages import Generator
 from ..types import GenerateRequest
 
 TAG = 0x6D6978  # "mix": the part's draw is apart from every other use of the seed
@@ -53,7 +54,7 @@ def parse_mix(name: str) -> Optional[tuple[tuple[str, float], ...]]:
     return tuple((g, round(w / total, 6)) for g, w in parts)
 
 
-class MixGenerator:
+class MixGenerator(Generator):
     """Draws one of its parts per variant, by seed; see the module docstring."""
 
     name = "mix"
@@ -81,16 +82,14 @@ class MixGenerator:
                 return f"{n}: {avail.reason}"
         return None
 
-    def load(self) -> "MixGenerator":
+    def load(self) -> None:
         for part in self.parts:
-            if callable(getattr(part, "load", None)):
-                part.load()
-        return self
+            part.load()
 
-    def bind_set(self, store: Any, **kw: Any) -> None:
+    def bind_set(self, store: Any, *, variants: int, base_seed: int) -> None:
         for part in self.parts:
-            if getattr(part, "needs_set", False):
-                part.bind_set(store, **kw)
+            if part.needs_set:
+                part.bind_set(store, variants=variants, base_seed=base_seed)
 
     def describe(self) -> dict[str, Any]:
         return {"model": "mix", "mix": {n: w for n, w in self.spec},
@@ -110,11 +109,11 @@ def mix_class(spec: tuple[tuple[str, float], ...], classes: list[type]) -> type:
     """A MixGenerator subclass for ``spec``: its class attributes say what any of its parts needs."""
     return type("MixGenerator", (MixGenerator,), {
         "name": ",".join(f"{n}:{w:g}" for n, w in spec), "spec": spec, "classes": tuple(classes),
-        "generative": any(getattr(c, "generative", False) for c in classes),
-        "uses_prompt": any(getattr(c, "uses_prompt", True) for c in classes),
-        "uses_background": any(getattr(c, "uses_background", True) for c in classes),
-        "needs_set": any(getattr(c, "needs_set", False) for c in classes),
-        "keeps_background_colours": any(getattr(c, "keeps_background_colours", False) for c in classes),
+        "generative": any(c.generative for c in classes),
+        "uses_prompt": any(c.uses_prompt for c in classes),
+        "uses_background": any(c.uses_background for c in classes),
+        "needs_set": any(c.needs_set for c in classes),
+        "keeps_background_colours": any(c.keeps_background_colours for c in classes),
         "default_model": next((getattr(c, "default_model") for c in classes if getattr(c, "default_model", None)),
                               None),
     })

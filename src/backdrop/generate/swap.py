@@ -31,6 +31,7 @@ from PIL import Image
 from .. import runlog
 from ..config import GenerateConfig
 from ..errors import ConfigError
+from ..stages import Generator
 from ..types import GenerateRequest
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ WINDOWS = 6  # crop windows tried; the one with the most real donor pixels is ke
 MAX_SCALE = 2.0  # a donor within MAX_SCALE x of the target's size keeps its own pixel scale
 
 
-class SwapGenerator:
+class SwapGenerator(Generator):
     """Backgrounds of the set's other images (other classes first), from the donor store."""
 
     name = "swap"
