@@ -240,3 +240,16 @@ def test_backends_lists_swap():
     assert r.exit_code == 0
     line = next(line for line in r.output.splitlines() if " swap " in line)
     assert "yes" in line and "another image of the set" in line
+
+
+def test_python_api_runs_swap(tmp_path):
+    import backdrop
+    from backdrop.config import PipelineConfig, SegmentConfig
+
+    src = make_folders(tmp_path / "set", per_class=2)
+    cfg = PipelineConfig(variants=1, seed=2, segment=SegmentConfig(backend="classical"),
+                         generate=GenerateConfig(backend="swap"))
+    summary = backdrop.augment(src, tmp_path / "out", config=cfg, image_format="png")
+    assert summary.images == 6 and not summary.failed
+    rows = [m for m in manifest(tmp_path / "out") if not m.get("copied")]
+    assert all(m["background_other_class"] for m in rows)
