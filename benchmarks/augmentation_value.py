@@ -417,7 +417,7 @@ def settings_key(size: Size, correlation: float, variants: int, feather: int | N
 
 def run(size: Size, correlation: float, variants: int, sd_model: str | None, threads: int, out=sys.stdout,
         only: list[str] | None = None, feather: int | None = None, tasks: tuple[str, ...] = ("shift",),
-        results_dir: Path | None = None) -> dict:
+        results_dir: Path | None = None, report_only: bool = False) -> dict:
     """Train and test every (task, budget, seed, condition) not saved yet; print the tables.
     Returns {task: {budget: {condition: [accuracies per seed]}}}."""
     import torch
@@ -444,7 +444,7 @@ def run(size: Size, correlation: float, variants: int, sd_model: str | None, thr
                 sets = None
                 for cond in conditions:
                     saved = {b: _load(folder, b, seed, cond) for b in size.budgets}
-                    todo = [b for b in size.budgets if saved[b] is None]
+                    todo = [] if report_only else [b for b in size.budgets if saved[b] is None]
                     extra = t1 = None
                     if todo:
                         if sets is None:
@@ -455,6 +455,8 @@ def run(size: Size, correlation: float, variants: int, sd_model: str | None, thr
                         t1 = time.perf_counter()
                     for b in size.budgets:
                         acc = saved[b]
+                        if acc is None and report_only:
+                            continue  # --report: what is saved, nothing trained
                         if acc is None:
                             t2 = time.perf_counter()
                             acc = train_and_test(train + extra, tests, size, seed, b)
@@ -499,7 +501,11 @@ def print_table(results, size, correlation, variants, skip_sd, total, out, feath
     keys = sets + ["mixed-rand", "train"]
     mean = {c: {s: float(np.mean([r[s] for r in rs])) for s in keys} for c, rs in results.items() if rs}
     spread = {c: {s: float(np.std([r[s] for r in rs])) for s in keys} for c, rs in results.items() if rs}
-    base, oracle = mean["originals"], mean["oracle"]
+    seeds_of = {c: len(rs) for c, rs in results.items() if rs}
+    if "originals" not in mean:
+        print(f"\ntask {task}, {steps} steps: nothing saved yet", file=out)
+        return
+    base, oracle = mean["originals"], mean.get("oracle", mean["originals"])
     print(file=out)
     print(f"task {task}, {steps} steps — settings: {size.side}x{size.side} px, {size.train} training images "
           f"(+{variants} variants each), {size.test} per test set, CNN width {size.width}, {steps} steps of batch "
@@ -521,6 +527,8 @@ def print_table(results, size, correlation, variants, skip_sd, total, out, feath
         gap = oracle["OOD swapped"] - base["OOD swapped"]
         closed = f"{100 * (mean[cond]['OOD swapped'] - base['OOD swapped']) / gap:+.0f} %" if abs(gap) > 1e-9 else "n/a"
         label = cond if cond in ("originals", "oracle") else f"+ {variants} `{cond}` variants each"
+        if seeds_of[cond] != len(size.seeds):  # --report on a run still going: say how many seeds
+            label += f" ({seeds_of[cond]} of {len(size.seeds)} seeds)"
         print(f"| {label} | " + " | ".join(cells) + f" | {bg_gap:+.1f} | {100 * mean[cond]['train']:.1f} % | {closed} |",
               file=out)
 
@@ -545,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, help="run only these (originals and oracle always)")
     parser.add_argument("--results", type=Path, help=f"where results are saved as made [default: {RESULTS}]")
     parser.add_argument("--fresh", action="store_true", help="ignore saved results (and do not save)")
+    parser.add_argument("--report", action="store_true", help="print the tables from saved results; train nothing")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else DEFAULT
     if args.seeds:
@@ -556,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
             size = Size(**{**size.__dict__, field: getattr(args, field)})
     results_dir = False if (args.fresh or args.quick) else args.results
     run(size, args.correlation, args.variants, args.sd_model, args.threads, only=args.conditions, feather=args.feather,
-        tasks=tuple(args.tasks), results_dir=results_dir)
+        tasks=tuple(args.tasks), results_dir=results_dir, report_only=args.report)
 
 
 if __name__ == "__main__":
