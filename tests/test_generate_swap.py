@@ -175,13 +175,15 @@ def test_set_without_classes_falls_back_to_any_other_image_said_once(tmp_path, c
         assert picks == {f"img_{j}.png" for j in range(4) if j != i}
 
 
-def test_too_few_images_is_one_clear_line(tmp_path):
+def test_a_set_of_one_falls_back_to_random_in_one_line(tmp_path):
     src = tmp_path / "one"
     src.mkdir()
     class_image("ant", 0).save(src / "a.png")
-    r = invoke("augment", src, "-o", tmp_path / "out", "--generator", "swap", *FAST)
-    assert r.exit_code == 2
-    assert "swap needs at least 2 training images" in r.output and "Traceback" not in r.output
+    r = invoke("augment", src, "-o", tmp_path / "out", "--generator", "swap", "-n", 2, "--segmenter", "classical")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("swapping needs 2") == 1 and "Traceback" not in r.output
+    rows = manifest(tmp_path / "out")
+    assert len(rows) == 2 and {m["generator"] for m in rows} == {"random"}
 
 
 def test_swap_outside_a_set_says_how_to_use_it():

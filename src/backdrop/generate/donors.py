@@ -192,8 +192,7 @@ def build(plan: Any, worker: Any, *, fill: str = FILL) -> DonorStore:
 
     One image at a time (memory stays flat), masks through the worker's mask cache (the item pass
     then finds them there), each PNG linked into place whole: a killed pass resumes."""
-    from ..errors import BackdropError, ConfigError
-    from ..images import load_image
+    from ..errors import BackdropError
 
     job = plan.job
     folder = store_dir(job)
@@ -233,9 +232,9 @@ def build(plan: Any, worker: Any, *, fill: str = FILL) -> DonorStore:
             last = now
             log.info("swap: first pass: %d/%s image(s), %d made this run", len(hashes) + failed,
                      total if total is not None else "?", made)
-    if len(hashes) < 2:
-        raise ConfigError(f"swap needs at least 2 training images to swap backgrounds between; this set has "
-                          f"{len(hashes)} usable (use --generator random or pool for a single image)")
+    if len(hashes) < 2:  # nothing to swap with: the generator falls back to random (one line, here)
+        log.warning("swap: the set has %d usable training image(s), and swapping needs 2: this run's "
+                    "backgrounds come from `random` instead", len(hashes))
     rels.seek(0)
     _replace(folder / "rels.bin", rels.read())
     rels.close()

@@ -59,6 +59,7 @@ class SwapGenerator(Generator):
         self.variants = 1
         self.base_seed = 0
         self._fallback_said = False
+        self._random: Any = None  # a set of fewer than 2 images: random backgrounds instead
 
     def bind_set(self, store: Any, *, variants: int, base_seed: int) -> None:
         """Called by the engine's worker: the donor store of this run, its variants per image and base seed."""
@@ -80,6 +81,13 @@ class SwapGenerator(Generator):
         if store is None:
             raise ConfigError("swap draws backgrounds from the other images of a set: use it with `backdrop augment`, "
                               "`backdrop run` over several images, or backdrop.augment(); for one image use random or pool")
+        if store.count < 2:  # a set of one: nothing to swap with (the first pass said so once)
+            if self._random is None:
+                from . import GENERATORS
+
+                self._random = GENERATORS.create("random", self.config)
+            runlog.note(f"mix.seed{request.seed}", "random")  # the manifest's ``generator``: what made it
+            return self._random(request)
         donor, other = self.pick(request)
         rgb, real = store.load(donor)
         rng = np.random.default_rng([TAG, request.seed])
