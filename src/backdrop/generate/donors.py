@@ -316,6 +316,11 @@ def _replace(path: Path, data: bytes) -> None:
     """Backdrop's own record files, replaced whole (the write protocol's atomic write)."""
     from ..outputs import atomic_write_bytes
 
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return  # a rerun over the same set: the index stays as it was, not even touched
+    except OSError:
+        pass
     atomic_write_bytes(path, data)
 
 
