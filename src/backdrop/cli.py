@@ -462,6 +462,11 @@ from .cli_models import models_app  # noqa: E402  (a sub-app: light, no model li
 
 app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
 
+from .cli_serve import jobs_app, serve  # noqa: E402  (light: fastapi and uvicorn load only when serving)
+
+app.command()(serve)
+app.add_typer(jobs_app, name="jobs", help="The job queue of `backdrop serve`: list, show, cancel, recover, work.")
+
 
 def main() -> None:
     app()

@@ -23,9 +23,12 @@ OnOutcome = Callable[[Outcome], None]
 
 
 def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: bool = True,
-              plan: Plan | None = None, worker: Worker | None = None) -> Summary:
+              plan: Plan | None = None, worker: Worker | None = None,
+              should_stop: Optional[Callable[[], bool]] = None) -> Summary:
     """Run ``job`` here; returns the summary (the manifest and index files are written at the end,
-    also when some tasks failed; a disk error stops the loop and is raised after them)."""
+    also when some tasks failed; a disk error stops the loop and is raised after them).
+    ``should_stop`` is asked before each task: True ends the loop there, keeping what is done
+    (``summary.stopped``; a queued job's cancel)."""
     if plan is None:
         from .work import start
 
@@ -41,6 +44,9 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     try:
         with _Progress(total, job.config.variants, enabled=progress) as bar:
             for task in plan.tasks():
+                if should_stop is not None and should_stop():
+                    summary.stopped = True
+                    break
                 summary.total += 1
                 bar.describe(task.key)
                 try:
