@@ -229,7 +229,9 @@ def build(command: str, params: dict[str, Any], *, inputs: tuple[str, ...], out:
             return from_options(cfg, out, kind=kind, inputs=tuple(inputs), **opts)
         return Job(config=cfg, out=out, kind=kind, inputs=tuple(inputs), **opts)
     except (BackdropError, TypeError, ValueError) as exc:
-        raise JobParamsError(getattr(exc, "option", None) or _blame(str(exc), params), str(exc)) from None
+        field_name = getattr(exc, "option", None)  # the Job's own check names its field
+        name = {f: o for o, f in _JOB_OPTIONS.items()}.get(field_name, field_name)
+        raise JobParamsError(name or _blame(str(exc), params), str(exc)) from None
 
 
 def _blame(message: str, params: dict[str, Any]) -> str:
