@@ -32,6 +32,8 @@ def serve(
     max_request_mb: int = typer.Option(512, "--max-request-mb", min=1, help="largest request (all files), MB"),
     max_pixels: int = typer.Option(60_000_000, "--max-pixels", min=1, help="largest uploaded image, width x height"),
     max_zip_entries: int = typer.Option(100_000, "--max-zip-entries", min=1, help="most members of an uploaded .zip"),
+    sd_model: Optional[str] = typer.Option(None, "--sd-model", help="the /sdapi (A1111) routes' diffusers model: id, store name or folder [default: the studio's]"),
+    device: str = typer.Option("auto", "--device", help="the /sdapi routes' device: auto, cpu, cuda or mps"),
     docs: bool = typer.Option(True, "--docs/--no-docs", help="the API's documentation page at /docs (served offline)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -50,6 +52,10 @@ def serve(
         folder.mkdir(parents=True, exist_ok=True)
         token, made = (None, False) if no_token else load_token(folder)
         check_bind(host, token)
+        if device not in ("auto", "cpu", "cuda", "mps"):
+            from .errors import ConfigError
+
+            raise ConfigError(f"--device: expected auto, cpu, cuda or mps, got {device!r}")
         for r in allow_root or []:
             if not r.is_dir():
                 from .errors import ConfigError
@@ -58,7 +64,8 @@ def serve(
         settings = Settings(root=folder, host=host, port=port, token=token,
                             allow_roots=tuple(r.resolve() for r in allow_root or []), workers=workers,
                             max_file_bytes=max_file_mb << 20, max_request_bytes=max_request_mb << 20,
-                            max_pixels=max_pixels, max_zip_entries=max_zip_entries, docs=docs)
+                            max_pixels=max_pixels, max_zip_entries=max_zip_entries, docs=docs,
+                            sd_model=sd_model, sd_device=device)
         shown = "[" + host + "]" if ":" in host else host
         typer.echo(f"backdrop serve: http://{shown}:{port} (docs: /docs), queue in {folder}, "
                    f"{workers} worker(s)", err=True)

@@ -30,9 +30,11 @@ def work(queue: JobQueue, *, stop: Optional[threading.Event] = None, once: bool 
     """Run jobs until ``stop`` is set (or, with ``once``, until the queue is empty). Returns how
     many jobs were run."""
     from .runner import ModelCache, run_job
+    from .sdapi import KINDS as IMAGE_KINDS, Generators, run_images
 
     stop = stop or threading.Event()
     models = ModelCache(keep=1)
+    gens = Generators()
     n = 0
     with queue.worker(worker_id) as wid:
         log.info("worker %s: waiting for jobs in %s", wid, queue.root)
@@ -44,7 +46,10 @@ def work(queue: JobQueue, *, stop: Optional[threading.Event] = None, once: bool 
                 stop.wait(poll)
                 continue
             log.info("job %s (%s): started", rec.id, rec.kind)
-            state = run_job(queue, rec, wid, models=models)
+            if rec.kind in IMAGE_KINDS:  # the A1111-compatible routes' jobs
+                state = run_images(queue, rec, wid, gens)
+            else:
+                state = run_job(queue, rec, wid, models=models)
             log.info("job %s: %s", rec.id, state)
             n += 1
     return n

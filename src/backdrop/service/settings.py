@@ -23,5 +23,7 @@ class Settings:
     max_zip_bytes: int = 8 << 30  # the .zip's members, uncompressed, all together
     max_zip_ratio: int = 200  # a member's uncompressed/compressed size above this: a zip bomb
     list_files: int = 1000  # files listed in a job's status (all of them: /archive)
+    sd_model: Optional[str] = None  # /sdapi's model (id, store name or folder) [default: the studio's]
+    sd_device: str = "auto"  # /sdapi's device: auto, cpu, cuda, mps
     docs: bool = True  # /docs (Swagger UI, assets served from this package: works offline)
     extra: dict = field(default_factory=dict)
