@@ -417,3 +417,33 @@ def test_token_made_on_first_start_is_0600_and_printed_once(tmp_path):
     assert jcall(srv2, "GET", "/v1/jobs")[0] == 200
     srv2.stop()
     assert token not in sorted(tmp_path.glob("serve-*.log"))[1].read_text()  # printed once
+
+
+def test_concurrent_clients_and_two_workers_lose_and_duplicate_nothing(tmp_path):
+    import threading
+
+    srv = Server(tmp_path, "--workers", "2").start()
+    try:
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def client(k: int) -> None:
+            for j in range(3):
+                status, resp = submit(srv, {"variants": 1, "seed": k * 10 + j, **FAST}, [(f"c{k}_{j}.png", png(48, 36, j))])
+                assert status == 202
+                with lock:
+                    ids.append(resp["id"])
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(ids) == len(set(ids)) == 12
+        for job_id in ids:
+            rec = wait(srv, job_id)
+            assert rec["state"] == "done" and rec["attempts"] == 1, rec
+            assert len([f for f in rec["files"] if "/composite_" in f["path"]]) == 1
+        assert len(jcall(srv, "GET", "/v1/jobs?limit=100")[1]["jobs"]) == 12
+    finally:
+        srv.stop()
