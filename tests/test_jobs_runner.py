@@ -208,3 +208,15 @@ def test_path_guard(tmp_path):
 
     assert authorized("Basic " + base64.b64encode(b"user:abc").decode(), "abc")
     assert authorized(None, None)
+
+
+def test_cli_and_jobs_import_no_web_stack():
+    import sys as _sys
+
+    code = ("import sys; sys.argv = ['backdrop', '--help']\nimport backdrop.jobs, backdrop.cli\n"
+            "try:\n    backdrop.cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('LOADED=' + ','.join(m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') if m in sys.modules))")
+    proc = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "serve" in proc.stdout and "jobs" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED="

@@ -61,7 +61,7 @@ class JobParamsError(ConfigError):
 
     def __init__(self, option: str, message: str):
         self.option = option
-        super().__init__(f"{option}: {message}")
+        super().__init__(message if message.startswith((f"{option}:", f"{option} (")) else f"{option}: {message}")
 
 
 def allowed_options(command: str) -> list[str]:
