@@ -220,3 +220,18 @@ def test_cli_and_jobs_import_no_web_stack():
     assert proc.returncode == 0, proc.stderr
     assert "serve" in proc.stdout and "jobs" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "LOADED="
+
+
+def test_models_stay_loaded_across_jobs_with_the_same_settings():
+    from dataclasses import replace
+
+    from backdrop.jobs.runner import ModelCache, build
+
+    cfg = build("run", {"variants": 1, "seed": 1, **FAST}, inputs=("x",), out="o").config
+    cache = ModelCache(keep=1)
+    first = cache.get(cfg, {})
+    assert cache.get(replace(cfg, seed=99), {}) is first  # another seed: the same loaded pipeline
+    other = cache.get(build("run", {"variants": 1, "generator": "texture", "segmenter": "classical"},
+                            inputs=("x",), out="o").config, {})
+    assert other is not first
+    assert cache.get(cfg, {}) is not first  # keep=1: the first was let go when the other came

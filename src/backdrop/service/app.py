@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Request  # this module is imported only when serving
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from ..jobs.queue import FINAL, STATES, JobQueue, JobRecord
@@ -56,14 +57,17 @@ def create_app(settings: Settings, queue: Optional[JobQueue] = None) -> Any:
     install_errors(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
 
-    def require_token(request: Request) -> None:
+    bearer = HTTPBearer(auto_error=False, description="the token printed at the first start "
+                        "($BACKDROP_HOME/serve/token) or $BACKDROP_TOKEN")  # /docs gets an Authorize button
+
+    def require_token(request: Request, _: Any = Depends(bearer)) -> None:
         if not authorized(request.headers.get("authorization"), settings.token):
             raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer TOKEN' "
                                 "(the token is in $BACKDROP_HOME/serve/token or $BACKDROP_TOKEN)",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    open_routes = APIRouter()
-    api = APIRouter(dependencies=[Depends(require_token)])
+    open_routes = APIRouter(tags=["health"])
+    api = APIRouter(dependencies=[Depends(require_token)], tags=["jobs"])
 
     @open_routes.get("/v1/health", summary="Liveness and queue counts (no token needed)")
     def health() -> dict[str, Any]:
