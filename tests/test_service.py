@@ -447,3 +447,24 @@ def test_concurrent_clients_and_two_workers_lose_and_duplicate_nothing(tmp_path)
         assert len(jcall(srv, "GET", "/v1/jobs?limit=100")[1]["jobs"]) == 12
     finally:
         srv.stop()
+
+
+def test_events_stream_progress_while_the_job_runs(server):
+    status, resp = submit(server, {"variants": 1, **FAST}, [(f"e{i}.png", png(240, 180, i)) for i in range(8)])
+    assert status == 202
+    req = urllib.request.Request(f"{server.url}/v1/jobs/{resp['id']}/events",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    events = []
+    with urllib.request.urlopen(req, timeout=120) as stream:  # read as it arrives, until the server ends it
+        kind = None
+        for raw in stream:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    progress = [d for k, d in events if k == "progress"]
+    assert events[-1] == ("end", {"id": resp["id"], "state": "done"})
+    done = [d["progress"]["done"] for d in progress]
+    assert done == sorted(done) and done[-1] == 8 and len(set(done)) >= 3  # several steps seen, in order
+    assert jcall(server, "GET", "/v1/jobs/nope/events")[0] == 404
