@@ -468,3 +468,17 @@ def test_events_stream_progress_while_the_job_runs(server):
     done = [d["progress"]["done"] for d in progress]
     assert done == sorted(done) and done[-1] == 8 and len(set(done)) >= 3  # several steps seen, in order
     assert jcall(server, "GET", "/v1/jobs/nope/events")[0] == 404
+
+
+def test_a_port_in_use_is_one_line_before_any_worker_starts(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": SRC, "BACKDROP_HOME": str(tmp_path), "BACKDROP_TOKEN": TOKEN}
+        proc = subprocess.run([sys.executable, "-m", "backdrop.cli", "serve", "--port", str(port)], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: --host 127.0.0.1 --port {port}: cannot listen there "
+                                                "(Address already in use)"]
+    assert not list((tmp_path / "serve" / "workers").glob("*.lock"))

@@ -66,6 +66,9 @@ def serve(
                             max_file_bytes=max_file_mb << 20, max_request_bytes=max_request_mb << 20,
                             max_pixels=max_pixels, max_zip_entries=max_zip_entries, docs=docs,
                             sd_model=sd_model, sd_device=device)
+        from .service.server import check_port
+
+        check_port(host, port)
         shown = "[" + host + "]" if ":" in host else host
         typer.echo(f"backdrop serve: http://{shown}:{port} (docs: /docs), queue in {folder}, "
                    f"{workers} worker(s)", err=True)

@@ -65,6 +65,21 @@ class Workers:
         self.queue.recover()  # what they held goes back to the queue (resumed at the next start)
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in one line, before any worker starts, when ``host:port`` cannot be listened on."""
+    import socket
+
+    from ..errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+
+
 def serve(settings: Settings, *, log_level: str = "warning", on_ready: Any = None) -> None:
     """Serve until interrupted (blocking)."""
     import uvicorn
@@ -73,6 +88,7 @@ def serve(settings: Settings, *, log_level: str = "warning", on_ready: Any = Non
     from .security import check_bind
 
     check_bind(settings.host, settings.token)
+    check_port(settings.host, settings.port)
     queue = JobQueue(settings.root)
     app = create_app(settings, queue)
     workers = Workers(queue, settings.workers).start()
