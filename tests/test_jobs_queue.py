@@ -162,3 +162,25 @@ def test_a_stale_worker_cannot_finish_a_job_taken_again(tmp_path):
         assert q.get(a.id).state == "running"
         q.finish(a.id, "done", worker_id=wid)
     assert q.get(a.id).state == "done"
+
+
+def test_a_job_that_kills_its_worker_every_time_ends_failed(tmp_path):
+    q = JobQueue(tmp_path)
+    a = q.submit("run", {})
+    for attempt in range(1, 4):
+        rec = q.claim(f"ghost{attempt}")  # taken, then the worker is gone (no lock held)
+        assert rec.id == a.id and rec.attempts == attempt
+        assert q.recover() == [a.id]
+    rec = q.get(a.id)
+    assert rec.state == "failed" and "died 3 times" in rec.error and rec.finished
+    assert q.claim("w") is None
+
+
+def test_a_shutdown_does_not_count_as_a_try(tmp_path):
+    q = JobQueue(tmp_path)
+    a = q.submit("run", {})
+    for _ in range(5):  # the server stopped on purpose five times mid-job
+        q.claim("gone")
+        assert q.recover(shutdown=True) == [a.id]
+    rec = q.get(a.id)
+    assert rec.state == "queued" and rec.attempts == 0

@@ -21,7 +21,7 @@ The Python API, small on purpose::
         q.progress(rec.id, done, total)       # as items finish
         q.should_stop(rec.id)                 # True once cancel() was asked
         q.finish(rec.id, "done", summary={...}, failed=[...])   # or "failed" with error=..., or "cancelled"
-    q.recover()                               # running jobs of dead workers -> queued again
+    q.recover()                               # running jobs of dead workers -> queued again (3 tries)
 
 States: ``queued -> running -> done | failed | cancelled`` (``queued -> cancelled`` directly).
 A job's record is a :class:`JobRecord`; ``params`` is the JSON the client sent (validated before
@@ -112,6 +112,8 @@ class JobRecord:
 class JobQueue:
     """The queue at ``root`` (created if missing). Safe to use from several processes and threads:
     each call opens its own short transaction."""
+
+    max_attempts = 3  # a job whose worker died this many times running it is failed, not requeued
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -281,19 +283,27 @@ class JobQueue:
                 args.append(worker_id)
             con.execute(sql, args)
 
-    def recover(self) -> list[str]:
+    def recover(self, *, shutdown: bool = False) -> list[str]:
         """Put the running jobs of workers that are gone back in the queue (their outputs resume);
-        a cancel asked meanwhile ends them ``cancelled``. Returns the ids requeued."""
+        a cancel asked meanwhile ends them ``cancelled``, and a job whose worker died
+        ``max_attempts`` times ends ``failed`` (a job that crashes its worker must not do so
+        forever). ``shutdown``: the workers were stopped on purpose (the server's own shutdown):
+        that try is not counted. Returns the ids of the jobs it changed."""
         with contextlib.closing(self._connect()) as con:
             rows = con.execute("SELECT id, worker FROM jobs WHERE state = 'running'").fetchall()
         dead = [(r["id"], r["worker"]) for r in rows if not r["worker"] or not self.alive(r["worker"])]
         requeued = []
         now = time.time()
+        gave_up = f"its worker died {self.max_attempts} times while running it (a crash, or killed); not retried"
         with self._tx() as con:
             for job_id, wid in dead:
-                cur = con.execute("UPDATE jobs SET state = CASE cancel WHEN 1 THEN 'cancelled' ELSE 'queued' END, "
-                                  "worker = NULL, finished = CASE cancel WHEN 1 THEN ? ELSE NULL END "
-                                  "WHERE id = ? AND state = 'running' AND worker IS ?", (now, job_id, wid))
+                cur = con.execute(
+                    "UPDATE jobs SET state = CASE WHEN cancel = 1 THEN 'cancelled' WHEN attempts >= ? THEN 'failed' "
+                    "ELSE 'queued' END, error = CASE WHEN cancel = 0 AND attempts >= ? THEN ? ELSE error END, "
+                    "worker = NULL, finished = CASE WHEN cancel = 1 OR attempts >= ? THEN ? ELSE NULL END, "
+                    "attempts = attempts - ? WHERE id = ? AND state = 'running' AND worker IS ?",
+                    (self.max_attempts + shutdown, self.max_attempts + shutdown, gave_up, self.max_attempts + shutdown,
+                     now, int(shutdown), job_id, wid))
                 if cur.rowcount:
                     requeued.append(job_id)
         for wid in {w for _, w in dead if w}:

@@ -62,7 +62,7 @@ class Workers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        self.queue.recover()  # what they held goes back to the queue (resumed at the next start)
+        self.queue.recover(shutdown=True)  # what they held goes back to the queue (resumed at the next start)
 
 
 def check_port(host: str, port: int) -> None:
