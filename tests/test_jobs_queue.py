@@ -184,3 +184,39 @@ def test_a_shutdown_does_not_count_as_a_try(tmp_path):
         assert q.recover(shutdown=True) == [a.id]
     rec = q.get(a.id)
     assert rec.state == "queued" and rec.attempts == 0
+
+
+def test_remove_only_finished_jobs_and_their_folders(tmp_path):
+    q = JobQueue(tmp_path)
+    a = q.submit("run", {})
+    (q.job_dir(a.id) / "out").mkdir()
+    (q.job_dir(a.id) / "out" / "x.png").write_bytes(b"x")
+    assert q.remove(a.id) is False and q.job_dir(a.id).exists()  # queued: kept
+    q.cancel(a.id)
+    assert q.finished_before(time.time() + 1) == [a.id] and q.finished_before(0) == []
+    assert q.remove(a.id) is True
+    assert not q.job_dir(a.id).exists()
+    with pytest.raises(KeyError):
+        q.get(a.id)
+
+
+def test_jobs_cli_list_show_cancel_remove(tmp_path):
+    q = JobQueue(tmp_path)
+    a = q.submit("run", {"variants": 1})
+    env = {**os.environ, "PYTHONPATH": SRC}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "backdrop.cli", "jobs", *args, "--root", str(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    out = cli("list")
+    assert out.returncode == 0 and a.id in out.stdout and "queued" in out.stdout
+    assert '"variants": 1' in cli("show", a.id).stdout
+    bad = cli("show", "nope")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: no such job: nope"
+    assert cli("remove", a.id).stderr.strip().endswith("not removed (cancel it first)")
+    assert cli("cancel", a.id).stdout.strip() == f"{a.id}: cancelled"
+    assert cli("remove", "--older-than", "0").stdout.strip() == "1 job(s) removed"
+    assert cli("list").stdout.strip() == ""
+    bad = cli("list", "--state", "lost")
+    assert bad.returncode == 2 and "--state" in bad.stderr

@@ -111,6 +111,9 @@ def test_models_samplers_progress_and_clear_errors(sd_server, tiny_sd):
     status, models = jcall(sd_server, "GET", "/sdapi/v1/sd-models")
     assert status == 200 and models[0]["title"] == tiny_sd.name
     assert "Euler a" in [s["name"] for s in jcall(sd_server, "GET", "/sdapi/v1/samplers")[1]]
+    assert jcall(sd_server, "GET", "/sdapi/v1/options")[1]["sd_model_checkpoint"] == tiny_sd.name
+    assert post(sd_server, "/sdapi/v1/options", {"sd_model_checkpoint": tiny_sd.name}) == (200, {})
+    assert post(sd_server, "/sdapi/v1/options", {"sd_model_checkpoint": "other"})[0] == 422
     status, prog = jcall(sd_server, "GET", "/sdapi/v1/progress")
     assert status == 200 and set(prog) >= {"progress", "eta_relative", "state", "current_image", "textinfo"}
     status, body = post(sd_server, "/sdapi/v1/txt2img", {"prompt": "x", "sampler_name": "Nope"})

@@ -149,6 +149,36 @@ def jobs_cancel(job_id: str = typer.Argument(...), root: Optional[Path] = typer.
     guarded(debug, go)
 
 
+@jobs_app.command("remove")
+def jobs_remove(job_ids: Optional[List[str]] = typer.Argument(None, help="finished jobs to remove"),
+                older_than: Optional[float] = typer.Option(None, "--older-than", min=0, help="every job finished more than this many days ago"),
+                root: Optional[Path] = typer.Option(None, "--root", help=_ROOT_HELP),
+                debug: bool = typer.Option(False, "--debug")) -> None:
+    """Delete finished jobs: their record, uploads and results (queued or running ones are kept)."""
+
+    def go():
+        import time
+
+        from .errors import ConfigError
+
+        q = _queue(root)
+        ids = list(job_ids or [])
+        if older_than is not None:
+            ids += q.finished_before(time.time() - older_than * 86400)
+        if not job_ids and older_than is None:
+            raise ConfigError("name job ids, or --older-than DAYS")
+        removed = 0
+        for job_id in ids:
+            rec = _get(q, job_id)
+            if q.remove(job_id):
+                removed += 1
+            else:
+                typer.echo(f"{job_id}: {rec.state}, not removed (cancel it first)", err=True)
+        typer.echo(f"{removed} job(s) removed")
+
+    guarded(debug, go)
+
+
 @jobs_app.command("recover")
 def jobs_recover(root: Optional[Path] = typer.Option(None, "--root", help=_ROOT_HELP),
                  debug: bool = typer.Option(False, "--debug")) -> None:

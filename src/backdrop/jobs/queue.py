@@ -14,6 +14,7 @@ The Python API, small on purpose::
     q.get(rec.id) / q.list(state=None, limit=100)   # JobRecord(s), newest first
     q.cancel(rec.id)                          # queued: cancelled now; running: asked to stop
     q.job_dir(rec.id)                         # ROOT/jobs/<id> (input/, out/)
+    q.remove(rec.id)                          # a finished job: its row and its folder
 
     # the worker side (backdrop.jobs.worker does this; a studio page only reads)
     with q.worker() as wid:                   # a worker id and its liveness lock
@@ -214,6 +215,30 @@ class JobQueue:
             elif row["state"] == "running":
                 con.execute("UPDATE jobs SET cancel = 1 WHERE id = ?", (job_id,))
         return self.get(job_id)
+
+    def remove(self, job_id: str) -> bool:
+        """Forget a finished job and delete its folder (uploads and results: all written by the
+        service). A queued or running job is not removed (cancel it first). True if removed."""
+        import shutil
+
+        with self._tx() as con:
+            row = con.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            if row["state"] not in FINAL:
+                return False
+            con.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        folder = self.job_dir(job_id)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        return True
+
+    def finished_before(self, when: float) -> list[str]:
+        """Ids of the jobs that ended before ``when`` (a time.time() value), oldest first."""
+        with contextlib.closing(self._connect()) as con:
+            rows = con.execute("SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND finished < ? "
+                               "ORDER BY seq", (when,)).fetchall()
+        return [r["id"] for r in rows]
 
     # -- workers ---------------------------------------------------------------------------------
     @contextlib.contextmanager

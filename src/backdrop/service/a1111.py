@@ -11,7 +11,7 @@ for it, as A1111 does, and answers with its images.
                                pixel is the input's own, byte for byte), inpainting_mask_invert
     GET  /sdapi/v1/progress    progress of the newest running image job (0..1), A1111's shape
     POST /sdapi/v1/interrupt   cancels the running image jobs (their finished images are returned)
-    GET  /sdapi/v1/sd-models   the server's model (--sd-model)
+    GET  /sdapi/v1/sd-models   the server's model (--sd-model); GET/POST /sdapi/v1/options: its name
     POST /sdapi/v1/png-info    {"image": base64} -> {"info": parameters text, "items": {...}}
 
 Fields A1111 has and backdrop does not use (hires fix, restore faces, scripts, ...) are accepted
@@ -223,6 +223,19 @@ def router(settings: Any, queue: JobQueue) -> APIRouter:
     def sd_models() -> list[dict[str, Any]]:
         return [{"title": model_title(), "model_name": Path(model_title()).stem, "hash": None, "sha256": None,
                  "filename": model, "config": None}]
+
+    @r.get("/options", summary="The options A1111 clients read (the model served)")
+    def options() -> dict[str, Any]:
+        return {"sd_model_checkpoint": model_title(), "samples_format": "png"}
+
+    @r.post("/options", summary="Accepted; a model other than the one served is a 422")
+    async def set_options(request: Request) -> dict[str, Any]:
+        data = await body(request)
+        wanted = data.get("sd_model_checkpoint")
+        if wanted and wanted.split(" [")[0] not in (model, model_title()):
+            raise ApiError(422, f"sd_model_checkpoint: {wanted!r} is not served here; this server has "
+                                f"{model_title()!r}", option="sd_model_checkpoint")
+        return {}
 
     @r.get("/samplers", summary="Samplers by A1111 name")
     def sampler_list() -> list[dict[str, Any]]:
