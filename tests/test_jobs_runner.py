@@ -55,6 +55,14 @@ def test_augment_options_checked_by_the_job(tmp_path):
     assert err.value.option == "quality"
 
 
+def test_augment_takes_the_run_options_typed_as_run_does():
+    got = check_params("augment", {"guidance": "6", "steps": "3", "preset": "offline", "variants": 2})
+    assert got == {"guidance": 6.0, "steps": 3, "preset": "offline", "variants": 2}
+    with pytest.raises(JobParamsError) as err:
+        check_params("run", {"preset": "nope"})
+    assert err.value.option == "preset"
+
+
 def test_values_converted_as_the_cli_does():
     got = check_params("run", {"variants": "2", "seed": 7, "harmonize": "false", "guidance": "7.5", **FAST})
     assert got == {"variants": 2, "seed": 7, "harmonize": False, "guidance": 7.5, **FAST}

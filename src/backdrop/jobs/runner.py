@@ -66,7 +66,7 @@ class JobParamsError(ConfigError):
 
 def allowed_options(command: str) -> list[str]:
     names = [n for n in _STAGE_OPTIONS if command == "run" or n not in ("seg_model", "alpha_matting")]
-    names.append("device")
+    names += ["device", "preset"]
     if command == "augment":
         names += list(_JOB_OPTIONS)
     return sorted(names)
@@ -134,7 +134,7 @@ def _convert(command: str, name: str, value: Any) -> Any:
     """``value`` converted to the type of the CLI option ``--name`` (a bad one names the option)."""
     if value is None:
         return None
-    spec = _cli_params(command).get(name)
+    spec = _cli_params(command).get(name) or _cli_params("run").get(name)  # augment's CLI names fewer
     tp, many = _base(spec[0]) if spec else (str, name == "lora")
     if many:
         return [_one(name, tp, v) for v in (value if isinstance(value, list) else [value])]
