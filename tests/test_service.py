@@ -200,6 +200,7 @@ def test_run_job_of_two_uploads_ends_done_and_every_file_downloads(server):
         assert set(zf.namelist()) == paths
     # the job is listed, and its progress streams as Server-Sent Events ending with "end"
     assert rec["id"] in [j["id"] for j in jcall(server, "GET", "/v1/jobs")[1]["jobs"]]
+    assert "files" not in jcall(server, "GET", f"/v1/jobs/{rec['id']}?files=false")[1]
     status, data, headers = call(server, "GET", f"/v1/jobs/{rec['id']}/events")
     assert headers["content-type"].startswith("text/event-stream")
     assert b"event: progress" in data and data.rstrip().endswith(b'"state": "done"}')

@@ -24,6 +24,13 @@ The Python API, small on purpose::
         q.finish(rec.id, "done", summary={...}, failed=[...])   # or "failed" with error=..., or "cancelled"
     q.recover()                               # running jobs of dead workers -> queued again (3 tries)
 
+To queue a backdrop run (what ``POST /v1/jobs`` does; a studio page can do the same)::
+
+    from backdrop.jobs.runner import check_params     # the CLI's option names, checked as the CLI does
+    opts = check_params("augment", {"variants": 3, "generator": "random"})
+    rec = q.submit("augment", {"command": "augment", "source": "/data/coco8", **opts})
+    # a worker (backdrop serve, or `backdrop jobs work`) runs it into q.job_dir(rec.id) / "out"
+
 States: ``queued -> running -> done | failed | cancelled`` (``queued -> cancelled`` directly).
 A job's record is a :class:`JobRecord`; ``params`` is the JSON the client sent (validated before
 ``submit``), ``summary`` and ``failed`` are what the run reported.

@@ -182,8 +182,8 @@ def create_app(settings: Settings, queue: Optional[JobQueue] = None) -> Any:
         return {"jobs": [view(r, files=False) for r in queue.list(state=state, limit=limit, offset=offset)]}
 
     @api.get("/v1/jobs/{job_id}", summary="A job's state, progress, failures and result files")
-    def get_job(job_id: str) -> dict[str, Any]:
-        return view(record(job_id))
+    def get_job(job_id: str, files: bool = True) -> dict[str, Any]:
+        return view(record(job_id), files=files)  # ?files=false: no listing (cheap polling of a large job)
 
     @api.delete("/v1/jobs/{job_id}", summary="Cancel: a queued job at once, a running one at its next image")
     def cancel_job(job_id: str) -> dict[str, Any]:
