@@ -21,11 +21,10 @@ and ignored; a value backdrop cannot honour (an unknown sampler, a model not ser
 import asyncio
 import base64
 import binascii
-import io
 import json
 import secrets
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
