@@ -40,9 +40,16 @@ def load_token(root: Path, *, create: bool = True) -> tuple[Optional[str], bool]
         return None, False
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".token.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
+    try:
+        os.link(tmp, path)  # whole or absent; a server started at the same moment keeps its own
+    except FileExistsError:
+        return load_token(root, create=False)[0], False
+    finally:
+        tmp.unlink()
     return token, True
 
 
