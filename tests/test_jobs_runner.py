@@ -40,8 +40,6 @@ def test_bad_option_names_the_option(params, option):
     assert err.value.option == option and option in str(err.value)
 
 
-@pytest.mark.skipif(not hasattr(__import__("backdrop.engine.work", fromlist=["Job"]).Job, "from_options"),
-                    reason="the Job's own validation (redesign, #20) is not merged yet")
 def test_augment_options_checked_by_the_job(tmp_path):
     assert check_params("augment", {"splits": "train,val", "quality": 90})["splits"] == "train,val"
     with pytest.raises(JobParamsError) as err:

@@ -9,11 +9,7 @@ from typing import List, Optional
 import typer
 
 
-
-def guarded(debug: bool, fn):
-    from .cli import guarded as run  # imported late: cli.py mounts these commands at import
-
-    return run(debug, fn)
+from .cli_common import guarded
 
 jobs_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        help="The job queue that `backdrop serve` runs: list, show, cancel, recover, work.")

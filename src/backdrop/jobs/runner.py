@@ -2,8 +2,9 @@
 
 ``check_params(command, params)`` validates what a client sent, before anything is queued:
 option names are the CLI's long option names with underscores (``sd_model`` for ``--sd-model``),
-values are converted and checked by the CLI's own option types, then by the same
-:class:`~backdrop.config.PipelineConfig` and :class:`~backdrop.engine.work.Job` code the CLI uses.
+values are converted to their config field's type, then checked by the same
+:func:`~backdrop.options.build_config`, :class:`~backdrop.config.PipelineConfig` and
+:class:`~backdrop.job.Job` code the CLI uses.
 An unknown or bad option is a :class:`JobParamsError` naming it (the service answers 422).
 
 ``run_job(queue, record, worker_id, models=...)`` runs a claimed job on the local engine,
@@ -72,33 +73,37 @@ def allowed_options(command: str) -> list[str]:
     return sorted(names)
 
 
-def _cli_params(command: str) -> dict[str, tuple[Any, str]]:
-    """The CLI command's options by long option name (underscores): (type annotation, flag)."""
-    import inspect
+def _field_type(command: str, name: str) -> Any:
+    """The type an option's value must have: its config field's (or Job field's) annotation."""
     import typing
 
-    from .. import cli
+    from ..config import PipelineConfig
+    from ..job import Job
 
-    fn = getattr(cli, command)
-    hints = typing.get_type_hints(fn)
-    out = {}
-    for pname, param in inspect.signature(fn).parameters.items():
-        decls = getattr(param.default, "param_decls", None) or ()
-        longs = [d.split("/")[0] for d in decls if d.startswith("--")]
-        if longs:
-            out[longs[0][2:].replace("-", "_")] = (hints.get(pname), longs[0])
-    return out
+    if name in _STAGE_OPTIONS:
+        stage, fld = _STAGE_OPTIONS[name]
+        owner = PipelineConfig if stage is None else typing.get_type_hints(PipelineConfig)[stage]
+        return typing.get_type_hints(owner).get(fld, str)
+    if name in _JOB_OPTIONS:
+        return typing.get_type_hints(Job).get(_JOB_OPTIONS[name], str)
+    return str  # device, preset: names, checked by the config
 
 
 def _base(tp: Any) -> tuple[Any, bool]:
-    """(the plain type, whether it is a list) of an annotation such as Optional[List[str]]."""
+    """(the plain type, whether it is a list) of an annotation such as Optional[tuple[str, ...]];
+    a Literal's choices are strings (the config checks them)."""
     import typing
 
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is typing.Union else [tp]
-    tp = args[0] if args else str
-    if typing.get_origin(tp) in (list, typing.List):
-        return (typing.get_args(tp) or (str,))[0], True
-    return tp, False
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if args else str
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        inner = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return _base(inner[0] if inner else str)[0], True
+    if origin is typing.Literal:
+        return type(typing.get_args(tp)[0]), False
+    return (tp if tp in (bool, int, float) else str), False
 
 
 def _one(name: str, tp: Any, value: Any) -> Any:
@@ -131,11 +136,12 @@ def _one(name: str, tp: Any, value: Any) -> Any:
 
 
 def _convert(command: str, name: str, value: Any) -> Any:
-    """``value`` converted to the type of the CLI option ``--name`` (a bad one names the option)."""
+    """``value`` converted to the option's type (a bad one names the option)."""
     if value is None:
         return None
-    spec = _cli_params(command).get(name) or _cli_params("run").get(name)  # augment's CLI names fewer
-    tp, many = _base(spec[0]) if spec else (str, name == "lora")
+    tp, many = _base(_field_type(command, name))
+    if name == "splits" and isinstance(value, str):
+        return value  # "train,val", as on the CLI
     if many:
         return [_one(name, tp, v) for v in (value if isinstance(value, list) else [value])]
     if isinstance(value, list):
@@ -184,9 +190,9 @@ def _check_backends(params: dict[str, Any]) -> None:
 
 
 def build(command: str, params: dict[str, Any], *, inputs: tuple[str, ...], out: str) -> Any:
-    """The :class:`~backdrop.engine.work.Job` for these (checked) options."""
-    from ..cli import build_config
-    from ..engine.work import Job
+    """The :class:`~backdrop.job.Job` for these (checked) options."""
+    from ..job import Job
+    from ..options import build_config
 
     stages: dict[str, dict[str, Any]] = {s: {} for s in ("segment", "inpaint", "caption", "refine", "generate",
                                                           "composite")}
@@ -295,7 +301,7 @@ def run_job(queue: JobQueue, rec: JobRecord, worker_id: str, *, models: ModelCac
             on_event: Optional[Callable[[str], None]] = None) -> str:
     """Run a claimed job to its end; returns its final state (also recorded in the queue)."""
     from ..engine.local import run_local
-    from ..engine.work import Worker, start
+    from ..items import Worker, start
 
     params = {k: v for k, v in rec.params.items() if k not in _SERVICE_KEYS}
     done = 0

@@ -14,6 +14,7 @@ import base64
 import ipaddress
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -40,16 +41,17 @@ def load_token(root: Path, *, create: bool = True) -> tuple[Optional[str], bool]
         return None, False
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".token.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
     try:
-        os.link(tmp, path)  # whole or absent; a server started at the same moment keeps its own
-    except FileExistsError:
-        return load_token(root, create=False)[0], False
-    finally:
-        tmp.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from its first byte
+    except FileExistsError:  # a server started at the same moment made it: use that one
+        for _ in range(50):
+            text = path.read_text().strip()
+            if text:
+                return text, False
+            time.sleep(0.02)
+        raise
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")  # one small write: a reader sees nothing or all of it
     return token, True
 
 
