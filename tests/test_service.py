@@ -451,7 +451,7 @@ def test_concurrent_clients_and_two_workers_lose_and_duplicate_nothing(tmp_path)
 
 
 def test_events_stream_progress_while_the_job_runs(server):
-    status, resp = submit(server, {"variants": 1, **FAST}, [(f"e{i}.png", png(640, 480, i)) for i in range(8)])
+    status, resp = submit(server, {"variants": 3, **FAST}, [(f"e{i}.png", png(320, 240, i)) for i in range(8)])
     assert status == 202
     req = urllib.request.Request(f"{server.url}/v1/jobs/{resp['id']}/events",
                                  headers={"Authorization": f"Bearer {TOKEN}"})
