@@ -168,6 +168,8 @@ def router(settings: Any, queue: JobQueue) -> APIRouter:
                 "cfg_scale": params["cfg_scale"], "steps": params["steps"], "batch_size": params["batch_size"],
                 "sd_model_name": model_title(), "infotexts": infotexts, "job_timestamp": str(int(rec.created)),
                 "backdrop_job": job_id, "interrupted": rec.state == "cancelled"}
+        if request_params.get("send_images") is False:  # A1111: the images stay on the server (the job's files)
+            images = []
         return {"images": images, "parameters": request_params, "info": json.dumps(info)}
 
     async def request_is_gone(_: Any) -> bool:
