@@ -81,6 +81,9 @@ def test_txt2img_answers_base64_pngs_whose_parameters_parse(sd_server):
     # the same request is a job on the queue, listed with the others
     jobs = jcall(sd_server, "GET", "/v1/jobs")[1]["jobs"]
     assert jobs[0]["command"] == "txt2img" and jobs[0]["state"] == "done"
+    status, quiet = post(sd_server, "/sdapi/v1/txt2img", {"prompt": "x", "seed": 5, "steps": 1, "width": 64,
+                                                           "height": 64, "send_images": False})
+    assert status == 200 and quiet["images"] == [] and json.loads(quiet["info"])["all_seeds"] == [5]
     # png-info reads it back
     status, got = post(sd_server, "/sdapi/v1/png-info", {"image": body["images"][0]})
     assert status == 200 and got["info"] == info["infotexts"][0] and got["parameters"]["Seed"] == "7"
