@@ -162,3 +162,54 @@ class Labels:
 
     def boxes(self) -> list[Box]:
         return [o.box for o in self.objects]
+
+
+# -- the labels-aware rule: one for `augment`, `backdrop masks` and the training-loop transform ------
+
+
+def segment_plan(labels: Labels | None, size: tuple[int, int], box_grow: float):
+    """Where an image's foreground comes from, given its labels: ``(foreground, region, boxes)``.
+
+    - masks known (a mask file, every object's polygon/RLE, or no objects at all):
+      ``foreground`` is their union (bool ``h x w``); the segmenter is not needed;
+    - boxes only: ``region`` (bool ``h x w``) is the boxes grown by ``box_grow`` of their size
+      (+2 px), inside which the segmenter's mask is kept, and ``boxes`` the boxes themselves
+      (each must then be covered enough, see :func:`cover_boxes`);
+    - no labels: ``(None, None, None)``, the segmenter's mask of the whole image.
+    """
+    if labels is None:
+        return None, None, None
+    fg = labels.foreground(size)
+    if fg is not None:
+        return fg, None, None
+    boxes = labels.boxes()
+    w, h = _wh(size)
+    region = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        gx, gy = (x1 - x0) * box_grow + 2, (y1 - y0) * box_grow + 2
+        region[max(0, int(y0 - gy)):int(np.ceil(y1 + gy)), max(0, int(x0 - gx)):int(np.ceil(x1 + gx))] = True
+    return None, region, boxes
+
+
+def cover_boxes(mask: np.ndarray, boxes: list[Box], min_cover: float) -> tuple[list[float], list[int], np.ndarray]:
+    """Each labelled box must be covered by the mask at least ``min_cover`` of its area.
+
+    Returns the coverages (rounded), the indices of the boxes below it, and the mask with those
+    boxes filled whole (bool ``h x w``; the input itself when none falls short)."""
+    m = np.asarray(mask) > 0
+    h, w = m.shape
+    covers, short = [], []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        ys, ye = max(0, int(y0)), min(h, int(np.ceil(y1)))
+        xs, xe = max(0, int(x0)), min(w, int(np.ceil(x1)))
+        area = max(1, (ye - ys) * (xe - xs))
+        cover = float(m[ys:ye, xs:xe].sum()) / area
+        covers.append(round(cover, 3))
+        if cover < min_cover:
+            short.append(i)
+    if short:
+        m = m.copy()
+        for i in short:
+            x0, y0, x1, y1 = boxes[i]
+            m[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
+    return covers, short, m

@@ -501,46 +501,28 @@ class Worker:
     def _label_masks(self, item: Any, size: tuple[int, int]):
         """(mask, region, boxes) from the item's labels: masks are the foreground; boxes limit
         the segmenter's mask to them (grown by ``box_grow``)."""
-        labels = getattr(item, "labels", None)
-        if labels is None:
-            return None, None, None
-        fg = labels.foreground(size)
+        from ..datasets.labels import segment_plan
+
+        fg, region, boxes = segment_plan(getattr(item, "labels", None), size, self.job.box_grow)
         if fg is not None:
             return Image.fromarray(np.where(fg, 255, 0).astype(np.uint8), "L"), None, None
-        boxes = labels.boxes()
-        if not boxes:
+        if region is None or not boxes:
             return None, None, None
-        region = np.zeros((size[1], size[0]), np.uint8)
-        for x0, y0, x1, y1 in boxes:
-            gx, gy = (x1 - x0) * self.job.box_grow + 2, (y1 - y0) * self.job.box_grow + 2
-            region[max(0, int(y0 - gy)):int(np.ceil(y1 + gy)), max(0, int(x0 - gx)):int(np.ceil(x1 + gx))] = 255
-        return None, Image.fromarray(region, "L"), boxes
+        return None, Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L"), boxes
 
     def _box_check(self, prep: Any, boxes: list, item: Any) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
         (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Returns the
         record and, for a skipped image, the one-line reason."""
-        m = np.asarray(prep.mask) > 0
-        h, w = m.shape
-        covers, fallback = [], []
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            ys, ye = max(0, int(y0)), min(h, int(np.ceil(y1)))
-            xs, xe = max(0, int(x0)), min(w, int(np.ceil(x1)))
-            area = max(1, (ye - ys) * (xe - xs))
-            cover = float(m[ys:ye, xs:xe].sum()) / area
-            covers.append(round(cover, 3))
-            if cover < self.job.box_min_cover:
-                fallback.append(i)
+        from ..datasets.labels import cover_boxes
+
+        covers, fallback, mm = cover_boxes(np.asarray(prep.mask), boxes, self.job.box_min_cover)
         record = {"box_cover": covers, "box_fallback": fallback}
         if fallback and self.job.box_fallback == "skip":
             return record, (f"{item.rel}: the mask covers too little of labelled object(s) {fallback} "
                             f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
                             "(use --box-fallback box to keep whole boxes)")
         if fallback:
-            mm = m.copy()
-            for i in fallback:
-                x0, y0, x1, y1 = boxes[i]
-                mm[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
             new_mask = Image.fromarray(np.where(mm, 255, 0).astype(np.uint8), "L")
             from ..pipeline import _known_background
 
