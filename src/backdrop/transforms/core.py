@@ -135,12 +135,7 @@ class ReplaceBackground:
 
     # -- settings that identify a stored mask -------------------------------------------------------
     def store_settings(self, source: str) -> dict[str, Any]:
-        """``labels``: a mask from the labels themselves; ``segment``: the segmenter's, made by
-        the labels-aware rule with these settings."""
-        if source == "labels":
-            return {"source": "labels", "rule": RULE}
-        return {"source": "segment", "rule": RULE, "segment": asdict(self.segment_config),
-                "box_grow": self.box_grow, "box_min_cover": self.box_min_cover}
+        return store_settings(source, self.segment_config, self.box_grow, self.box_min_cover)
 
     @property
     def store(self) -> Any:
@@ -290,6 +285,16 @@ class ReplaceBackground:
 
 
 # -- helpers shared with `backdrop masks` ------------------------------------------------------------
+
+
+def store_settings(source: str, segment_config: Any, box_grow: float, box_min_cover: float) -> dict[str, Any]:
+    """What identifies a stored mask besides the pixels and boxes. ``labels``: the labels' own
+    mask (polygons, RLE, a mask file); ``segment``: the segmenter's, by the labels-aware rule
+    with these settings."""
+    if source == "labels":
+        return {"source": "labels", "rule": RULE}
+    return {"source": "segment", "rule": RULE, "segment": asdict(segment_config),
+            "box_grow": float(box_grow), "box_min_cover": float(box_min_cover)}
 
 
 def build_pipeline(segment_config: Any) -> Any:
