@@ -159,6 +159,8 @@ class ReplaceBackground:
         if bboxes is not None:
             out["bboxes"] = bboxes
         seed = self.next_seed() if seed is None else int(seed)
+        if seed < 0:
+            raise InputError(f"seed must be >= 0, got {seed}")
         if self.p < 1.0 and np.random.default_rng([seed, 1]).random() >= self.p:
             return out
         img = check_image(image)
