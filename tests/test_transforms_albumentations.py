@@ -45,7 +45,7 @@ def test_in_compose_with_other_transforms_after_it():
 
 def test_boxes_only_find_the_stored_masks(tmp_path):
     img, mask, boxes = scene()
-    t = ReplaceBackground(p=1.0, masks=str(tmp_path), on_miss="error")
+    t = ReplaceBackground(p=1.0, masks=tmp_path, on_miss="error")  # a Path or a str
     MaskStore(tmp_path).put(img, boxes, t.core.store_settings("segment"), mask > 0)
     h, w = mask.shape
     # YOLO boxes: normalised centres, so the pixels the transform sees differ by float noise

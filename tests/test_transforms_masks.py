@@ -159,3 +159,20 @@ def test_full_disk_is_one_error_line(yolo, tmp_path, monkeypatch):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "the disk is full" in errors[0], result.output
     assert not any((tmp_path / "store").rglob("*.png"))
+
+
+def test_two_concurrent_runs_share_the_store(yolo, tmp_path):
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "backdrop.cli", "masks", str(yolo), "--store", str(store), "--segmenter",
+           "classical", "--splits", "all", "-q"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    pngs = list(store.rglob("*.png"))
+    assert len(pngs) == 10
+    for p in pngs:
+        with Image.open(p) as im:
+            im.load()
+    assert not [p for p in store.rglob("*") if p.is_file() and p.suffix != ".png"]  # no temporary left

@@ -21,7 +21,8 @@ DataLoader with workers, give each worker its own seed as for any albumentations
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 
@@ -56,9 +57,9 @@ class ReplaceBackground(A.DualTransform):
 
     class InitSchema(BaseTransformInitSchema):
         generator: str
-        backgrounds: Optional[str]
+        backgrounds: Optional[Union[str, Path]]
         on_miss: Literal["segment", "box", "skip", "error"]
-        masks: Optional[str]
+        masks: Optional[Union[str, Path]]
         segment: Optional[str]
         box_grow: float = Field(ge=0)
         box_min_cover: float = Field(ge=0, le=1)
@@ -68,9 +69,9 @@ class ReplaceBackground(A.DualTransform):
     def __init__(
         self,
         generator: str = "random",
-        backgrounds: Optional[str] = None,
+        backgrounds: Optional[Union[str, Path]] = None,
         on_miss: Literal["segment", "box", "skip", "error"] = "segment",
-        masks: Optional[str] = "auto",
+        masks: Optional[Union[str, Path]] = "auto",
         segment: Optional[str] = None,
         box_grow: float = 0.05,
         box_min_cover: float = 0.3,
