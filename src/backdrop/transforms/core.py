@@ -247,7 +247,9 @@ class ReplaceBackground:
         if getattr(gen, "uses_background", True):
             from ..pipeline import _known_background
 
-            background = self.inpainter(pil, mask)
+            # the clean background only for generators that read it (texture reads ``known`` only)
+            if getattr(gen, "reads_background", True):
+                background = self.inpainter(pil, mask)
             known = _known_background(mask, self._inpaint_dilate)
         else:  # generators that draw their own: nothing inpainted, the known background is all outside
             known = Image.fromarray(255 - m8, "L")
