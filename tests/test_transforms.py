@@ -227,3 +227,23 @@ def test_bad_input_is_one_clear_error():
         ReplaceBackground(colour="red")
     with pytest.raises(BackdropError, match="choose one of"):
         ReplaceBackground("nope")
+
+
+@pytest.mark.parametrize("module, absent", [
+    ("backdrop.transforms", ("torch", "torchvision", "albumentations", "onnxruntime", "transformers")),
+    # albumentations imports torch itself where it is installed; torchvision must stay out
+    ("backdrop.transforms.albumentations", ("torchvision", "onnxruntime", "transformers")),
+])
+def test_core_and_albumentations_adapter_stay_light(module, absent):
+    import subprocess
+    import sys
+
+    if module.endswith("albumentations"):
+        pytest.importorskip("albumentations")
+    code = (f"import sys, numpy as np\nfrom {module} import ReplaceBackground\n"
+            "img = np.zeros((32, 48, 3), np.uint8); m = np.zeros((32, 48), np.uint8); m[5:9, 5:9] = 1\n"
+            f"out = ReplaceBackground(p=1.0)(image=img, mask=m)\n"
+            f"print('LOADED=' + ','.join(x for x in {absent!r} if x in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED=", proc.stdout
