@@ -56,7 +56,8 @@ class ReplaceBackground:
     (``random_style="studio"``, ``variation=0.1``). Stable Diffusion backends work but take
     seconds per image. ``p``: the probability of replacing at all. ``seed``: None draws each
     call's seed from the framework's random state (:func:`draw_seed`); an int makes the
-    instance's sequence of backgrounds fixed. Picklable; generators and models load lazily in
+    instance's sequence of backgrounds fixed (every DataLoader worker then repeats the same
+    sequence: leave it None in a loader). Picklable; generators and models load lazily in
     the process that first uses them (each DataLoader worker).
 
     >>> import numpy as np
