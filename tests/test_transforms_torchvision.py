@@ -57,5 +57,10 @@ def test_dataloader_two_workers_core():
     run("dataloader", "core", need_torchvision=False)
 
 
+def test_dataloader_two_workers_albumentations():
+    pytest.importorskip("albumentations")
+    run("dataloader", "albumentations", need_torchvision=False)
+
+
 def test_dataloader_two_workers_torchvision():
     run("dataloader", "torchvision")

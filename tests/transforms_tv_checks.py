@@ -127,12 +127,26 @@ class Set(torch.utils.data.Dataset):
 
 def dataloader(kind):
     """2 workers: torch.manual_seed(s) reproduces an epoch, two epochs differ, the object stays."""
+    init = None
     if kind == "torchvision":
         from backdrop.transforms.torchvision import ReplaceBackground
+
+        transform = ReplaceBackground()
+    elif kind == "albumentations":
+        import albumentations as A
+
+        from backdrop.transforms.albumentations import ReplaceBackground
+
+        transform = A.Compose([ReplaceBackground(p=1.0)], seed=0)
+
+        def init(worker_id):  # the README's recipe: each worker its own seed, from torch's
+            transform.set_random_seed(torch.initial_seed() % 2**32)
     else:
         from backdrop.transforms import ReplaceBackground
-    ds = Set(ReplaceBackground(), kind)
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+
+        transform = ReplaceBackground()
+    ds = Set(transform, kind)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, worker_init_fn=init)
 
     def epoch():
         return torch.cat(list(loader))
