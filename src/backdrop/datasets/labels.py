@@ -187,7 +187,7 @@ def segment_plan(labels: Labels | None, size: tuple[int, int], box_grow: float):
     region = np.zeros((h, w), bool)
     for x0, y0, x1, y1 in boxes:
         gx, gy = (x1 - x0) * box_grow + 2, (y1 - y0) * box_grow + 2
-        region[max(0, int(y0 - gy)):int(np.ceil(y1 + gy)), max(0, int(x0 - gx)):int(np.ceil(x1 + gx))] = True
+        region |= box_mask((x0 - gx, y0 - gy, x1 + gx, y1 + gy), (w, h))
     return None, region, boxes
 
 
@@ -197,19 +197,16 @@ def cover_boxes(mask: np.ndarray, boxes: list[Box], min_cover: float) -> tuple[l
     Returns the coverages (rounded), the indices of the boxes below it, and the mask with those
     boxes filled whole (bool ``h x w``; the input itself when none falls short)."""
     m = np.asarray(mask) > 0
-    h, w = m.shape
+    size = (m.shape[1], m.shape[0])
     covers, short = [], []
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        ys, ye = max(0, int(y0)), min(h, int(np.ceil(y1)))
-        xs, xe = max(0, int(x0)), min(w, int(np.ceil(x1)))
-        area = max(1, (ye - ys) * (xe - xs))
-        cover = float(m[ys:ye, xs:xe].sum()) / area
+    for i, box in enumerate(boxes):
+        inside = box_mask(box, size)
+        cover = float((m & inside).sum()) / max(1, int(inside.sum()))
         covers.append(round(cover, 3))
         if cover < min_cover:
             short.append(i)
     if short:
         m = m.copy()
         for i in short:
-            x0, y0, x1, y1 = boxes[i]
-            m[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
+            m |= box_mask(boxes[i], size)
     return covers, short, m

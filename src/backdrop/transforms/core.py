@@ -246,12 +246,12 @@ class ReplaceBackground:
         mask = Image.fromarray(m8, "L")
         background = pil
         if getattr(gen, "uses_background", True):
-            from ..pipeline import _known_background
+            from ..pipeline import known_background
 
             # the clean background only for generators that read it (texture reads ``known`` only)
             if getattr(gen, "reads_background", True):
                 background = self.inpainter(pil, mask)
-            known = _known_background(mask, self._inpaint_dilate)
+            known = known_background(mask, self._inpaint_dilate)
         else:  # generators that draw their own: nothing inpainted, the known background is all outside
             known = Image.fromarray(255 - m8, "L")
         request = GenerateRequest(image=pil, mask=mask, background=background, known=known,
