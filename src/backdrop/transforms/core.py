@@ -245,11 +245,10 @@ class ReplaceBackground:
         m8 = fg.view(np.uint8) * np.uint8(255)
         mask = Image.fromarray(m8, "L")
         background = pil
-        if getattr(gen, "uses_background", True):
+        if gen.uses_background:
             from ..pipeline import known_background
 
-            # the clean background only for generators that read it (texture reads ``known`` only)
-            if getattr(gen, "reads_background", True):
+            if gen.reads_background:  # the clean background only for generators that read it
                 background = self.inpainter(pil, mask)
             known = known_background(mask, self._inpaint_dilate)
         else:  # generators that draw their own: nothing inpainted, the known background is all outside
@@ -272,7 +271,9 @@ class ReplaceBackground:
         if self._gen is None:
             from ..generate import GENERATORS
 
-            self._gen = GENERATORS.create(self.generator, self.generate_config)
+            from ..stages import adopt
+
+            self._gen = adopt(GENERATORS.create(self.generator, self.generate_config), "generate")
             load = getattr(self._gen, "load", None)
             if callable(load):
                 load()
