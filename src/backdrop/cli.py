@@ -305,7 +305,7 @@ def masks(
         total = sum(1 for _ in open_dataset(source, fmt).items(wanted))
         ms = MaskStore(store)
         log.info("masks: %d image(s) of %s; store %s", total, source, ms.folder)
-        with ProgressBar(total, 1, enabled=not quiet) as bar:
+        with ProgressBar(total, 1, enabled=not quiet, unit="masks") as bar:
             def on_item(rel: str) -> None:
                 bar.describe(rel)
                 bar.advance(1)
