@@ -172,7 +172,7 @@ class ReplaceBackground:
 
     def foreground(self, image: np.ndarray, mask: Any = None, bboxes: Any = None) -> Optional[np.ndarray]:
         """The object's pixels (bool ``H x W``), or None to leave this image as it is."""
-        from ..datasets.labels import Labels, Obj, cover_boxes, segment_plan
+        from ..datasets.labels import Labels, Obj, box_mask, segment_plan
 
         h, w = image.shape[:2]
         if mask is not None:
@@ -207,15 +207,20 @@ class ReplaceBackground:
         if self.on_miss == "box":
             self._warn_once("no stored mask for an image; on_miss='box': whole boxes kept")
             self.stats["box"] += 1
-            return cover_boxes(np.zeros((h, w), bool), box_list, 1.0)[2]
+            whole = np.zeros((h, w), bool)
+            for b in box_list:
+                whole |= box_mask(b, (w, h))
+            return whole
         self._warn_once("no stored mask for an image: running the segmenter in the loader (slow; "
                         "precompute with `backdrop masks SRC`)")
         fg = self.segment(image, region, box_list)
         self.stats["segmented"] += 1
-        if store is not None and facts is not None:
+        if store is not None and facts is not None:  # facts: the "segment" settings' (the loop's last)
+            from ..errors import BackdropError
+
             try:
                 store.put(image, box_list, facts["settings"], fg, extra={"made_by": "transform"}, facts=facts)
-            except Exception as exc:  # a full or read-only store must not stop training
+            except (OSError, BackdropError) as exc:  # a full or read-only store must not stop training
                 log.debug("mask store not written: %s", exc)
         return fg
 
