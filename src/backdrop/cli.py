@@ -248,6 +248,57 @@ def augment(
 
 
 @app.command()
+def masks(
+    source: Path = typer.Argument(..., help="the data set's root folder (any format augment reads)"),
+    fmt: str = typer.Option("auto", "--format", help="auto, yolo, coco, folders, imagefolder, masks, plain"),
+    splits: str = typer.Option("train", "--splits", help="comma-separated splits, or all"),
+    store: Optional[Path] = typer.Option(None, "--store", help="mask store folder [default: $BACKDROP_HOME/cache/pixel-masks]"),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend for images without mask labels: auto, {_names('segment:SEGMENTERS')}"),
+    box_grow: float = typer.Option(0.05, "--box-grow", help="boxes-only labels: the mask is kept inside boxes grown by this share"),
+    box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover, else the whole box is kept"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more detail"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Precompute the masks a training loop's ReplaceBackground transform looks up (by the image's
+    pixels and boxes), with augment's labels-aware rule. Rerun to resume."""
+    _setup_logging(verbose, quiet)
+
+    def go():
+        from .config import ConfigError, SegmentConfig
+        from .datasets import open_dataset
+        from .engine.local import ProgressBar
+        from .maskstore import MaskStore
+        from .transforms.masks import fill_masks
+
+        wanted = None if splits.strip() == "all" else tuple(x.strip() for x in splits.split(",") if x.strip())
+        if wanted == ():
+            raise ConfigError("--splits: name at least one split (e.g. train), or all")
+        if box_grow < 0 or not 0 <= box_cover <= 1:
+            raise ConfigError("--box-grow must be >= 0 and --box-cover between 0 and 1")
+        seg = SegmentConfig(backend=segmenter) if segmenter else SegmentConfig()
+        if seg.backend != "auto":
+            from .segment import SEGMENTERS
+
+            SEGMENTERS.check_name(seg.backend)
+        total = sum(1 for _ in open_dataset(source, fmt).items(wanted))
+        ms = MaskStore(store)
+        log.info("masks: %d image(s) of %s; store %s", total, source, ms.folder)
+        with ProgressBar(total, 1, enabled=not quiet, unit="masks") as bar:
+            def on_item(rel: str) -> None:
+                bar.describe(rel)
+                bar.advance(1)
+
+            summary = fill_masks(source, format=fmt, splits=wanted, store=ms, segment=seg, box_grow=box_grow,
+                                 box_min_cover=box_cover, on_item=on_item)
+        typer.echo(summary.line(ms), err=True)
+        if summary.failed:
+            raise typer.Exit(1)
+
+    guarded(debug, go)
+
+
+@app.command()
 def backends() -> None:
     """List every backend of every stage and whether it can run here."""
     from rich.console import Console

@@ -77,12 +77,13 @@ def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], b
 class ProgressBar:
     """A rich bar (images/s, ETA) on a terminal; plain periodic log lines elsewhere."""
 
-    def __init__(self, total: int | None, variants: int, enabled: bool):
+    def __init__(self, total: int | None, variants: int, enabled: bool, unit: str = "new images"):
         from rich.console import Console
 
         self.total = total
         self.variants = max(1, variants)
         self.enabled = enabled
+        self.unit = unit  # what advance() counts, in the plain progress line
         self.console = Console(stderr=True)
         self.rich = enabled and self.console.is_terminal
         self.done = 0
@@ -118,7 +119,7 @@ class ProgressBar:
             self.last = now
             per = (now - self.t0) / self.done
             eta = f", ETA {_hms(per * (self.total - self.done))}" if self.total else ""
-            log.info("progress: %d/%s items, %.2f new images/s%s", self.done, self.total or "?", rate, eta)
+            log.info("progress: %d/%s items, %.2f %s/s%s", self.done, self.total or "?", rate, self.unit, eta)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
