@@ -69,7 +69,20 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
     if pipe is not None:
         pipe.config = replace(pipe.config, seed=plan.job.base_seed)
         worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
+    if survey["augment"] and _needs_set(job):  # swap: the set's clean backgrounds, one first pass
+        from .generate.donors import build
+
+        build(plan, worker or Worker(plan.job, out=plan.out, dataset=dataset))
     return plan, worker
+
+
+def _needs_set(job: Job) -> bool:
+    from .generate import GENERATORS
+
+    try:
+        return GENERATORS.load(job.config.generate.backend).needs_set
+    except BackdropError:
+        return False  # an unknown name fails later, with its own message
 
 # -- the worker: one task -> files ---------------------------------------------------------------
 
@@ -85,6 +98,7 @@ class Worker:
         self.fingerprint = job.fingerprint()
         self.on_variant: Any = None  # called as on_variant(task, k, seconds since the task began)
         self.cache = MaskCache.for_job(job)
+        self._bound = False  # generators that draw from the set (swap) get its donor store once
 
     @property
     def pipe(self) -> Any:
@@ -215,11 +229,21 @@ class Worker:
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
         return record, ""
 
+    def _bind_set(self) -> None:
+        gen = self.pipe.generator
+        if not self._bound and gen.needs_set:
+            from .generate.donors import DonorStore, store_dir
+
+            gen.bind_set(DonorStore(store_dir(self.job)), variants=self.job.config.variants,
+                         base_seed=int(self.job.base_seed or 0))
+        self._bound = True
+
     def _variants(self, task: Task, prep: Any, missing: list[int]):
         seeds = [variant_seed(task.seed, k) for k in missing]
         slots = None if task.slot is None else [task.slot + k - 1 for k in missing]
         t0 = time.perf_counter()
-        for v in self.pipe.variants(prep, seeds, slots=slots):
+        self._bind_set()
+        for v in self.pipe.variants(prep, seeds, slots=slots, item=task.rel):
             k = missing[v.index - 1]
             out = replace(v, index=k)
             del v
@@ -268,8 +292,11 @@ class Worker:
             lcheck = label_check(getattr(item, "labels", None), src, np.asarray(v.composite), prep.mask)
             if check:
                 lcheck.update(check)
+            made_by = {k: prep.notes[f"{n}.seed{v.seed}"] for k, n in (("generator", "mix"), ("background", "swap.donor"))
+                       if f"{n}.seed{v.seed}" in prep.notes}  # per variant: a mix's pick, swap's donor
             data = encode_image(v.composite, fmt, parameters=labels["parameters"], quality=job.quality,
-                                record={**record, "variant": {"index": v.index, "seed": v.seed}, "labels": lcheck},
+                                record={**record, "variant": {"index": v.index, "seed": v.seed, **made_by},
+                                        "labels": lcheck},
                                 source_type=labels["composite"])
             files = {rel: data, **ds.label_files(item, rel)}
             man = {"image": rel, "source": item.rel, "split": item.split, "variant": v.index, "seed": v.seed,
@@ -278,9 +305,13 @@ class Worker:
                 man["background_only"] = True  # no labelled object: the whole picture got a new background
             if pipe.uses_prompt:
                 man["prompt"] = {"positive": prep.prompt.positive, "negative": prep.prompt.negative}
-            bg = prep.notes.get(f"pool.file.seed{v.seed}")
+            bg = prep.notes.get(f"pool.file.seed{v.seed}") or prep.notes.get(f"swap.donor.seed{v.seed}")
             if bg:
                 man["background"] = bg
+            if f"mix.seed{v.seed}" in prep.notes:  # a mix: which of its generators made this one
+                man["generator"] = prep.notes[f"mix.seed{v.seed}"]
+            if f"swap.other_class.seed{v.seed}" in prep.notes:
+                man["background_other_class"] = prep.notes[f"swap.other_class.seed{v.seed}"]
             checks = prep.notes.get(f"checks.seed{v.seed}")
             if checks is not None:  # the manifest stays the same run to run: no timings in it
                 man["checks"] = {k: val for k, val in checks.items() if k != "seconds"}

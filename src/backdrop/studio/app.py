@@ -274,7 +274,8 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     sb.subheader("Backends")
 
     def pick(label, registry, default, key):
-        names = registry.names()
+        # one uploaded image: generators that draw from a set's other images (swap) need a batch
+        names = registry.single_image_names() if registry is GENERATORS else registry.names()
         return sb.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
                             help="; ".join(f"{n}: {registry.descriptions.get(n, '')}" for n in names))
 
