@@ -198,8 +198,9 @@ def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: 
     return cfg
 
 
-def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
-    """Plan, load, run and report a job; exits with the summary's code."""
+def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None,
+             after: Optional[Callable[[], None]] = None) -> None:
+    """Plan, load, run and report a job (then ``after()``); exits with the summary's code."""
     def start():
         from .engine.work import start as start_job
 
@@ -230,6 +231,8 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
         for line in summary.lines(job.out):
             typer.echo(line, err=True)
         typer.echo(f"base seed {base} (each image's seed derives from it and the image's path)", err=True)
+    if after is not None:
+        after()
     if summary.failed:
         raise typer.Exit(summary.exit_code)
 
@@ -278,6 +281,7 @@ def augment(
     feather: Optional[int] = typer.Option(None, "--feather", help="a soft band of N px outside the object (default 0: paste exactly along the mask; a band is a cue a model can learn)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray cluster; pip install 'backdrop[ray]')"),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="write the new set's contact sheet (DST/preview.html, see `backdrop preview`)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="ray: pipeline actors [default: CPUs/2, or GPUs]"),
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per actor [default: 1 for diffusion on a GPU cluster, else 0]"),
@@ -331,7 +335,13 @@ def augment(
     job = guarded(debug, build)
     opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()
             if v is not None}
-    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts)
+    after = None
+    if preview:
+        from .cli_preview import sheet_after_augment
+
+        def after() -> None:
+            sheet_after_augment(job.out, str(source), quiet=quiet)
+    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts, after=after)
 
 
 @app.command()
@@ -459,6 +469,9 @@ def studio(
 
 
 from .cli_models import models_app  # noqa: E402  (a sub-app: light, no model libraries)
+from .cli_preview import preview as _preview  # noqa: E402  (#23: contact sheets)
+
+app.command("preview")(_preview)
 
 app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
 
