@@ -202,7 +202,9 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
         names = {**_names(sds), **names}
         for item in sds.items(chosen):
             row = rows.get(item.rel)
-            if row is None:
+            # only rows with variants; a copied or included original is this same picture already
+            if row is None or {cards[i]["k"] for i in row["c"]} & {"copy", "original", "image"} \
+                    or not row["c"]:
                 continue
             card = {"rel": item.rel, "path": item.path, "k": "source", "v": 0, "l": _shapes(item.labels, names),
                     "src_root": True}
@@ -220,7 +222,7 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
         from ..outputs import io_error
 
         raise io_error(exc, thumbs_dir, "cannot write the thumbnails to") from None
-    cache = ThumbCache(thumbs_dir, thumb_px)
+    cache = ThumbCache(thumbs_dir, thumb_px, root)
     _thumbnails(cards, cache, workers, on_progress)
     cache.prune()
 

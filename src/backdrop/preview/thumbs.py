@@ -1,6 +1,7 @@
 """Thumbnails for the contact sheet, cached under ``SET/.backdrop/preview/thumbs/``.
 
-A thumbnail's name is a hash of the image's path, its size and mtime in bytes and nanoseconds,
+A thumbnail's name is a hash of the image's path (relative to the set, so a moved set keeps its
+thumbnails), its size and mtime in bytes and nanoseconds,
 and the thumbnail size, followed by the image's upright width and height::
 
     .backdrop/preview/thumbs/3f/3f0c...e1_640x480.jpg
@@ -36,21 +37,22 @@ class Thumb:
     size: tuple[int, int]  # the image's upright (width, height)
 
 
-def key_of(path: Path, px: int) -> str | None:
+def key_of(path: Path, px: int, root: Path) -> str | None:
     """The cache key of ``path``'s thumbnail (None when the file cannot be read)."""
     try:
         st = path.stat()
     except OSError:
         return None
-    raw = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{px}"
+    raw = f"{os.path.relpath(path, root)}\0{st.st_size}\0{st.st_mtime_ns}\0{px}"
     return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class ThumbCache:
     """The thumbnails folder: find, make, and prune."""
 
-    def __init__(self, folder: Path, px: int = THUMB_PX):
+    def __init__(self, folder: Path, px: int = THUMB_PX, root: Path | None = None):
         self.folder = Path(folder)
+        self.root = Path(root) if root is not None else self.folder
         self.px = int(px)
         self.known: dict[str, Thumb] = {}
         self.used: set[str] = set()
@@ -68,7 +70,7 @@ class ThumbCache:
 
     def get(self, path: Path) -> Thumb:
         """The thumbnail of ``path``, made if missing. Raises ValueError for an unreadable image."""
-        key = key_of(path, self.px)
+        key = key_of(path, self.px, self.root)
         if key is None:
             raise ValueError("no such file")
         hit = self.known.get(key)
