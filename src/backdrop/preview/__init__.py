@@ -65,7 +65,7 @@ class Sheet:
     flagged: int  # cards with at least one flag
 
 
-def _names(ds) -> dict[int, str]:
+def class_names(ds) -> dict[int, str]:
     names = ds.info.get("names")
     if isinstance(names, dict):
         return {int(k): str(v) for k, v in names.items()}
@@ -192,14 +192,14 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
     if out_path.exists() and not _is_ours(out_path):
         raise OutputError(f"{out_path} exists and was not written by backdrop preview; choose another name with -o")
     ds = open_dataset(root, format)
-    names = _names(ds)
+    names = class_names(ds)
     man = _manifest(root)
     chosen = list(splits) if splits else None
     rows, cards = _rows_of(ds, man, names, chosen)
     if source is not None:
         src_root = Path(source)
         sds = open_dataset(src_root, "auto")
-        names = {**_names(sds), **names}
+        names = {**class_names(sds), **names}
         for item in sds.items(chosen):
             row = rows.get(item.rel)
             # only rows with variants; a copied or included original is this same picture already
@@ -316,5 +316,40 @@ def _thumbnails(cards: list[dict], cache: ThumbCache, workers: int | None,
                 on_progress(done, n)
 
 
-__all__ = ["FLAGS", "PREVIEW_DIR", "SHEET_NAME", "Sheet", "build_preview"]
+__all__ = ["FLAGS", "PREVIEW_DIR", "SHEET_NAME", "Sheet", "build_preview", "class_names", "inline_page", "read_sheet"]
 
+
+
+def read_sheet(sheet: str | Path) -> dict:
+    """The data a sheet embeds (rows, cards, names), read back from its HTML."""
+    text = Path(sheet).read_text(encoding="utf-8")
+    start = text.index('<script type="application/json" id="sheet-data">') + len('<script type="application/json" id="sheet-data">')
+    end = text.index("</script>", start)
+    return json.loads(text[start:end])
+
+
+def inline_page(sheet: str | Path, page: int = 1, per_page: int = 20) -> tuple[str, int]:
+    """(HTML of page ``page`` of ``sheet`` with its thumbnails inlined as data URIs, number of
+    pages): a piece of the sheet that needs no files, for a web page to show (the studio)."""
+    import base64
+    from urllib.parse import unquote
+
+    from .page import render
+
+    sheet = Path(sheet)
+    data = read_sheet(sheet)
+    rows = data["rows"]
+    pages = max(1, -(-len(rows) // max(1, per_page)))
+    page = min(max(1, page), pages)
+    part = rows[(page - 1) * per_page: page * per_page]
+    for row in part:
+        for c in row["c"]:
+            c.pop("h", None)  # a link to a file next to the sheet means nothing inside another page
+            if "t" in c:
+                try:
+                    raw = (sheet.parent / unquote(c["t"])).read_bytes()
+                    c["t"] = "data:image/jpeg;base64," + base64.b64encode(raw).decode("ascii")
+                except OSError:
+                    c.pop("t")
+    data.update(rows=part, per=max(1, len(part)))
+    return render(data), pages

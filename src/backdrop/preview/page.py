@@ -88,7 +88,7 @@ function overlay(c) {
   return svg; }
 function card(c) {
   const fig = el('figure', { class: 'card' + ((c.flags || []).length ? ' flagged' : ''), 'data-name': c.n });
-  const a = el('a', { href: c.h, target: '_blank', title: c.n });
+  const a = c.h ? el('a', { href: c.h, target: '_blank', title: c.n }) : el('div', { title: c.n });
   const frame = el('div', { class: 'frame' });
   frame.style.aspectRatio = c.w && c.H ? `${c.w} / ${c.H}` : '4 / 3';
   if (c.t) { frame.appendChild(el('img', { src: c.t, loading: 'lazy', alt: c.n })); frame.appendChild(overlay(c)); }

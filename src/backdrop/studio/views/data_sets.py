@@ -1,0 +1,5 @@
+"""Studio page /data-sets."""
+
+import streamlit as st
+
+st.header("Data sets")

@@ -1,0 +1,5 @@
+"""Studio page /jobs."""
+
+import streamlit as st
+
+st.header("Jobs")
