@@ -459,12 +459,16 @@ def studio(
     port: int = typer.Option(8501, "--port", help="port to serve on"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
     open_browser: bool = typer.Option(False, "--open", help="open a browser tab"),
+    allow_root: Optional[List[Path]] = typer.Option(None, "--allow-root", help="a folder whose data sets the data-sets page may open (repeatable)"),
+    queue: Optional[Path] = typer.Option(None, "--queue", help="the job queue's folder (default: the one `backdrop serve` uses)"),
+    workers: int = typer.Option(1, "--workers", help="worker processes running the queue's jobs (0: leave them to `backdrop serve`)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
-    """Start the studio web app (text to image, new backgrounds) on localhost."""
+    """Start the studio web app (text to image, new backgrounds, data sets, jobs) on localhost."""
     from .studio import launch
 
-    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser))
+    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser,
+                                         allow_roots=tuple(allow_root or ()), queue=queue, workers=workers))
     raise typer.Exit(code or 0)
 
 

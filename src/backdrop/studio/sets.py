@@ -43,24 +43,36 @@ def candidates(roots: Iterable[Path], depth: int = 2) -> list[Path]:
     from ..datasets import detect
 
     found: list[Path] = []
+    loose = ("folders", "plain")  # any folder of folders of images is one: look below first
 
-    def walk(folder: Path, level: int) -> None:
+    def fmt(folder: Path) -> str | None:
+        try:
+            return detect(folder)[0]
+        except Exception:  # noqa: BLE001 - not a set (or unreadable)
+            return None
+
+    def walk(folder: Path, level: int) -> bool:
+        """True when ``folder`` or something below it was listed."""
         if len(found) >= MAX_CANDIDATES:
-            return
-        try:
-            detect(folder)
+            return True
+        here = fmt(folder)
+        if here is not None and here not in loose:
             found.append(folder)
-            return
-        except Exception:  # noqa: BLE001 - not a set (or unreadable): look below
-            pass
-        if level >= depth:
-            return
-        try:
-            subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            return
-        for sub in subs:
-            walk(sub, level + 1)
+            return True
+        below = False
+        if level < depth:
+            try:
+                subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                subs = []
+            mark = len(found)
+            for sub in subs:
+                walk(sub, level + 1)
+            below = len(found) > mark
+        if here is not None and not below:
+            found.append(folder)  # class folders or plain images, with no more specific set inside
+            return True
+        return below
 
     for root in roots:
         if Path(root).is_dir():

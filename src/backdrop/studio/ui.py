@@ -145,3 +145,152 @@ def allowed_roots() -> tuple[Path, ...]:
     """The folders the data-sets page may open (``backdrop studio --allow-root DIR``), resolved."""
     raw = os.environ.get(ROOTS_ENV, "")
     return tuple(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip())
+
+
+def upload_roots() -> tuple[Path, ...]:
+    """Where uploaded data sets are unpacked (one folder per upload, by content): also openable."""
+    return (uploads_dir(),)
+
+
+def uploads_dir() -> Path:
+    queue = job_queue()
+    if queue is not None:
+        return Path(queue.root) / "studio-uploads"
+    from backdrop.models import home
+
+    return home() / "studio" / "uploads"
+
+
+def extract_upload(data: bytes, digest: str) -> Path:
+    """Unpack an uploaded data set .zip (the service's zip-slip and zip-bomb checks) once per
+    content; returns the set's root. InputError when the archive is refused."""
+    import shutil
+    import tempfile
+
+    from backdrop.errors import InputError
+
+    try:
+        from backdrop.jobs.runner import data_set_root
+        from backdrop.service.errors import ApiError
+        from backdrop.service.settings import Settings
+        from backdrop.service.uploads import extract_zip
+    except ImportError:
+        raise InputError("uploading a .zip needs the service (pip install 'backdrop[service]')") from None
+    dest = uploads_dir() / digest
+    if (dest / "set").is_dir():
+        return data_set_root(dest / "set")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=dest.parent))
+    try:
+        z = tmp / "set.zip"
+        z.write_bytes(data)
+        limits = Settings(root=dest.parent)
+        try:
+            extract_zip(z, tmp / "set", max_entries=limits.max_zip_entries, max_bytes=limits.max_zip_bytes,
+                        max_ratio=limits.max_zip_ratio)
+        except ApiError as exc:
+            raise InputError(exc.message) from None
+        z.unlink()
+        try:
+            tmp.rename(dest)  # whole or not at all; a twin upload that won the race is kept
+        except OSError:
+            if not (dest / "set").is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return data_set_root(dest / "set")
+
+
+# -- the job queue (shared with `backdrop serve`) ------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _queue(root: str):
+    from backdrop.jobs.queue import JobQueue
+
+    return JobQueue(root)
+
+
+def job_queue():
+    """The queue this studio submits to and lists (``--queue``; default: the one `backdrop serve`
+    uses, $BACKDROP_HOME/serve), or None when backdrop.jobs is not installed."""
+    try:
+        from backdrop.jobs.queue import default_root
+    except ImportError:
+        return None
+    return _queue(str(Path(os.environ.get(QUEUE_ENV) or default_root()).expanduser().resolve()))
+
+
+def submit_augment(queue, source: Path, params: dict):
+    """Check the options exactly as the service does, then queue an augment job of ``source``."""
+    from backdrop.jobs import runner
+
+    clean = runner.check_params("augment", params)
+    return queue.submit("augment", {"command": "augment", "source": str(source), **clean})
+
+
+def job_progress(rec) -> None:
+    """A job's state as a progress bar and one line (its error, when it failed)."""
+    import time
+
+    total = rec.total or 0
+    frac = min(1.0, rec.done / total) if total else (1.0 if rec.state == "done" else 0.0)
+    took = ((rec.finished or time.time()) - rec.started) if rec.started else None
+    text = f"{rec.state} · {rec.done}/{total or '?'} item(s)" + (f" · {took:.0f} s" if took is not None else "")
+    st.progress(frac, text=text)
+    if rec.state == "failed" and rec.error:
+        st.error(f"Job failed: {rec.error}")
+    for item, message in (rec.failed or [])[:5]:
+        st.caption(f"⚠ {item}: {message}")
+
+
+def job_sheet(queue, job_id: str) -> Path:
+    """The contact sheet of a done augment job (made on first ask, beside the job's output)."""
+    from backdrop.jobs.runner import job_inputs, out_dir
+    from backdrop.preview import SHEET_NAME, build_preview
+
+    rec = queue.get(job_id)
+    out = out_dir(queue, job_id)
+    sheet = out / SHEET_NAME
+    if not sheet.is_file():
+        src = job_inputs(queue, rec)
+        build_preview(out, source=src[0] if rec.kind == "augment" and src else None)
+    return sheet
+
+
+MAX_ZIP_BYTES = 2 << 30  # a larger set is downloaded from its folder (or the service's /archive)
+
+
+def zip_folder(folder: Path) -> bytes:
+    """``folder`` as a .zip: the set, its sheet and the sheet's thumbnails (the rest of the write
+    protocol's record left out), in memory: refused above MAX_ZIP_BYTES."""
+    import io
+    import zipfile
+
+    from backdrop.errors import OutputError
+
+    def wanted(rel: Path) -> bool:  # the set's own files, and .backdrop/preview/ (the sheet's thumbnails)
+        parts = rel.parts
+        if parts[:2] == (".backdrop", "preview") or parts == (".backdrop",):
+            return True
+        return not any(x.startswith(".") for x in parts)
+
+    files = []
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder)
+        dirnames[:] = sorted(d for d in dirnames if wanted(rel / d))
+        if rel.parts == (".backdrop",):
+            continue  # the record's own files (journals, locks, set.json) stay
+        for name in sorted(filenames):
+            if wanted(rel / name):
+                p = Path(dirpath) / name
+                total += p.stat().st_size
+                files.append(p)
+    if total > MAX_ZIP_BYTES:
+        raise OutputError(f"{folder} holds {total / 2**30:.1f} GB: take it from the folder itself")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for p in files:
+            zf.write(p, p.relative_to(folder).as_posix())
+    return buf.getvalue()
