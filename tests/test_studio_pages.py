@@ -1,0 +1,85 @@
+"""The studio's pages by URL (st.navigation), driven by streamlit.testing (AppTest): each page
+has its own heading, deep links fill the page's settings and the page writes them back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from backdrop.studio import APP  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "datasets"
+TIMEOUT = 120
+PAGES = {"views/text_to_image.py": "Text to image", "views/new_background.py": "New background",
+         "views/data_sets.py": "Data sets", "views/jobs.py": "Jobs"}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDROP_STUDIO_ROOTS", str(EXAMPLES))
+    monkeypatch.setenv("BACKDROP_STUDIO_QUEUE", str(tmp_path / "queue"))
+    monkeypatch.setenv("BACKDROP_OUTPUT_DIR", str(tmp_path / "generated"))
+    return tmp_path
+
+
+def app(**query) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def headers(at: AppTest) -> list[str]:
+    return [h.value for h in at.header]
+
+
+def test_every_page_has_its_own_heading(env):
+    at = app()
+    assert headers(at) == ["Text to image"]  # the default page
+    for script, title in PAGES.items():
+        at.switch_page(script).run()
+        assert not at.exception, (script, at.exception)
+        assert headers(at) == [title]
+
+
+def test_text_to_image_settings_come_from_the_link_and_go_back_into_it(env):
+    at = app(prompt="a lighthouse at dusk", steps="7", width="320", style="no-such-style")
+    assert at.text_area(key="t2i_prompt").value == "a lighthouse at dusk"
+    assert at.number_input(key="t2i_steps").value == 7 and at.number_input(key="t2i_width").value == 320
+    assert at.selectbox(key="t2i_style").value == "none"  # a style this machine lacks falls back
+    at.number_input(key="t2i_height").set_value(256).run()
+    assert at.query_params["height"] == "256" and at.query_params["prompt"] == "a lighthouse at dusk"
+    assert "style" not in at.query_params  # defaults are left out of the link
+
+
+def test_data_sets_page_reads_the_linked_set(env):
+    at = app()
+    at.switch_page("views/data_sets.py")
+    at.query_params.update({"set": str(EXAMPLES / "yolo-cells"), "variants": "2", "generator": "texture"})
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric] == ["yolo", "10", "2", "2"]
+    assert at.number_input(key="ds_variants").value == 2 and at.selectbox(key="ds_generator").value == "texture"
+    assert at.multiselect(key="ds_splits").value == ["train"]
+    assert len(at.get("image")) == 6  # sample images with their labels drawn
+    # the list offers the example sets, not the folder that holds them
+    assert at.selectbox(key="ds_pick").options == ["(choose one)", "datasets/coco-cells", "datasets/masks-cells",
+                                                   "datasets/yolo-cells"]
+    assert at.selectbox(key="ds_pick").value == str(EXAMPLES / "yolo-cells")  # the linked one is chosen
+
+
+def test_data_sets_page_refuses_a_folder_outside_the_allowed_ones(env, tmp_path):
+    at = app()
+    at.switch_page("views/data_sets.py").run()
+    at.text_input(key="ds_path").set_value(str(tmp_path)).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "outside the allowed folders" in errors[0]
+    assert not at.metric
+    at.text_input(key="ds_path").set_value(str(EXAMPLES / "yolo-cells" / ".." / ".." / "..")).run()
+    assert len(at.error) == 1 and "outside the allowed folders" in at.error[0].value
