@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
 from PIL import Image
 from test_augment import FAST, invoke, make_coco, make_yolo
@@ -171,6 +172,19 @@ def test_bad_input_is_one_line_and_a_users_file_is_never_replaced(tmp_path):
     assert [c["n"] for c in cards(data)] == ["images/val/img4.png"]
     assert all((tmp_path / "sheets" / unquote(c["t"])).is_file() for c in cards(data))
     assert not list(src.rglob("*.bdtmp")) and not list(src.rglob("*.tmp"))
+    assert (tmp_path / "sheets" / "cells_files").is_dir()
+
+
+def test_a_sheet_elsewhere_writes_nothing_into_the_set(tmp_path):
+    src = tmp_path / "cells"
+    make_yolo(src)
+    before = sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
+    res = invoke("preview", src, "-o", tmp_path / "cells.html")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == before
+    data = sheet_data(tmp_path / "cells.html")
+    assert all(unquote(c["t"]).startswith("cells_files/") and unquote(c["h"]).startswith("cells/")
+               for c in cards(data))
 
 
 @pytest.mark.browser
@@ -207,3 +221,37 @@ def test_sheet_in_chromium_draws_a_shape_per_label(yolo_set, tmp_path):
         finally:
             browser.close()
     assert not errors
+
+
+def test_kill_9_mid_run_then_rerun_finishes_with_whole_thumbnails(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "many"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(240):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(root / "img" / f"{i:03d}.png")
+    thumbs = root / ".backdrop" / "preview" / "thumbs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "backdrop.cli", "preview", str(root), "-q"], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if thumbs.is_dir() and sum(1 for _ in thumbs.rglob("*.jpg")) >= 10:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    print('killed mid-run:', killed, sum(1 for _ in thumbs.rglob('*.jpg')), 'thumbnails made')
+    if killed:  # the sheet is written last: a killed run leaves none, never half of one
+        assert not (root / "preview.html").exists()
+    sheet = build_preview(root)
+    assert sheet.images == 240 and sheet.thumbs_made + sheet.thumbs_reused == 240
+    for f in thumbs.rglob("*.jpg"):  # every thumbnail whole: it decodes
+        with Image.open(f) as im:
+            im.load()
+    assert {c["n"] for c in cards(sheet_data(root / "preview.html"))} == {f"img/{i:03d}.png" for i in range(240)}
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]

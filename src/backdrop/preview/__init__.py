@@ -10,8 +10,11 @@ The page filters by split, class and flag and shows one page of rows at a time, 
 
 Where things go::
 
-    SET/preview.html                       the sheet (``out=`` elsewhere; paths are relative to it)
-    SET/.backdrop/preview/thumbs/ab/*.jpg  thumbnails, cached by file (see thumbs.py)
+    SET/preview.html                       the sheet; every path in it is relative to it
+    SET/.backdrop/preview/thumbs/ab/*.jpg  its thumbnails, cached by file (see thumbs.py)
+    OUT.html, OUT_files/ab/*.jpg           with ``out=`` elsewhere: the sheet and its thumbnails,
+                                           and nothing is written into the set (a source set, a
+                                           read-only one)
 
 ``.backdrop/`` is the folder every loader already passes over (see ``datasets/side.py``), so
 the thumbnails never become training images, and the set moves or zips with its sheet.
@@ -215,7 +218,10 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
     if not cards:
         raise InputError(f"{root}: the data set has no images" + (f" in splits {', '.join(chosen)}" if chosen else ""))
 
-    thumbs_dir = root / PREVIEW_DIR / "thumbs"
+    if out_path.absolute() == (root / SHEET_NAME).absolute():
+        thumbs_dir = root / PREVIEW_DIR / "thumbs"
+    else:  # a sheet elsewhere keeps its thumbnails beside it ("Save page as" style): the set is not written to
+        thumbs_dir = out_path.with_name(out_path.stem + "_files")
     try:
         thumbs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

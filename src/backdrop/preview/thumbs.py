@@ -16,12 +16,14 @@ are removed at the end of a run (they are this folder's own files, nothing else 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +95,18 @@ class ThumbCache:
         return thumb
 
     def prune(self) -> int:
-        """Remove thumbnails that this run did not use (images gone or changed); returns how many."""
+        """Remove thumbnails that this run did not use (images gone or changed), and temporary
+        files of runs killed mid-write (an hour old: a live run's are seconds old); returns how
+        many thumbnails went."""
         gone = 0
+        cutoff = time.time() - 3600
+        for sub in (os.scandir(self.folder) if self.folder.is_dir() else ()):
+            if sub.is_dir():
+                for f in os.scandir(sub.path):
+                    if f.name.endswith(".bdtmp") and f.name.startswith("."):
+                        with contextlib.suppress(OSError):
+                            if f.stat().st_mtime < cutoff:
+                                os.unlink(f.path)
         for thumb in list(self.known.values()):
             if thumb.rel not in self.used:
                 try:
