@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "datasets"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -66,14 +67,15 @@ def studio(tmp_path_factory):
     out = root / "generated"
     port = free_port()
     env = {**os.environ, "BACKDROP_STUDIO_MODEL": str(model), "BACKDROP_OUTPUT_DIR": str(out),
-           "BACKDROP_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+           "BACKDROP_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "BACKDROP_STUDIO_ROOTS": str(EXAMPLES), "BACKDROP_STUDIO_QUEUE": str(root / "queue")}
     log = root / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(command(port, "127.0.0.1"), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
-        yield {"url": url, "out": out, "model": model, "root": root, "log": log}
+        yield {"url": url, "out": out, "model": model, "root": root, "log": log, "env": env}
     finally:
         proc.terminate()
         try:
@@ -222,3 +224,28 @@ def test_new_background_in_chromium(studio, page, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio_new_background.png"), full_page=True)
     print(f"new background in chromium: {time.perf_counter() - t0:.1f} s")
+
+
+def test_pages_by_url_with_their_headings_and_the_back_button(studio, page):
+    """Each page at its own address, with a heading naming it; a deep link fills the data-sets
+    page; the browser's back button returns to the page before."""
+    from playwright.sync_api import expect
+
+    for path, title in (("/text-to-image", "Text to image"), ("/new-background", "New background"),
+                        ("/jobs", "Jobs"), ("/data-sets", "Data sets")):
+        page.goto(studio["url"] + path)
+        page.get_by_role("heading", name=title, exact=True, level=2).wait_for(timeout=60_000)
+        assert not page.locator('[data-testid="stException"]').count(), path
+    page.goto(f"{studio['url']}/data-sets?set={EXAMPLES / 'yolo-cells'}&variants=2")
+    page.get_by_role("heading", name="Data sets", exact=True, level=2).wait_for()
+    page.get_by_text("Found: YOLO data set").wait_for(timeout=60_000)
+    expect(page.get_by_label("Variants per image")).to_have_value("2")
+    assert image_loaded(page)  # the sample images, labels drawn
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_data_sets.png"), full_page=True)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Jobs", exact=True).click()
+    page.get_by_role("heading", name="Jobs", exact=True, level=2).wait_for()
+    assert page.url.split("?")[0].endswith("/jobs")
+    page.go_back()
+    page.get_by_role("heading", name="Data sets", exact=True, level=2).wait_for()
+    assert "/data-sets" in page.url
