@@ -255,3 +255,17 @@ def test_kill_9_mid_run_then_rerun_finishes_with_whole_thumbnails(tmp_path):
             im.load()
     assert {c["n"] for c in cards(sheet_data(root / "preview.html"))} == {f"img/{i:03d}.png" for i in range(240)}
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_inline_page_needs_no_files(yolo_set):
+    from backdrop.preview import inline_page
+
+    _, out, _ = yolo_set
+    html, pages = inline_page(out / "preview.html", page=2, per_page=2)
+    assert pages == 3
+    m = re.search(r'<script type="application/json" id="sheet-data">(.*?)</script>', html, re.S)
+    data = json.loads(m.group(1))
+    assert [r["s"] for r in data["rows"]] == ["images/train/img2.png", "images/train/img3.png"]
+    for c in cards(data):
+        assert c["t"].startswith("data:image/jpeg;base64,") and "h" not in c
+    assert ".backdrop" not in html
