@@ -254,7 +254,8 @@ def test_kill_9_mid_run_then_rerun_finishes_with_whole_thumbnails(tmp_path):
         with Image.open(f) as im:
             im.load()
     assert {c["n"] for c in cards(sheet_data(root / "preview.html"))} == {f"img/{i:03d}.png" for i in range(240)}
-    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+    # the killed run's temporary file (if it was mid-write) went at the rerun's start
+    assert not [p for p in root.rglob("*") if p.is_file() and p.name.endswith((".tmp", ".bdtmp", ".part"))]
 
 
 def test_inline_page_needs_no_files(yolo_set):
@@ -269,3 +270,33 @@ def test_inline_page_needs_no_files(yolo_set):
     for c in cards(data):
         assert c["t"].startswith("data:image/jpeg;base64,") and "h" not in c
     assert ".backdrop" not in html
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_or_read_only_disk_is_one_line_and_no_sheet(tmp_path, small_fs):
+    import subprocess
+
+    src = tmp_path / "cells"
+    make_yolo(src)
+    res = invoke("preview", src, "-o", small_fs / "cells.html")
+    assert res.exit_code == 7, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write ") and lines[0].endswith("the disk is full")
+    assert str(small_fs) in lines[0] and "Traceback" not in res.output
+    assert not (small_fs / "cells.html").exists()
+    assert not [p for p in small_fs.rglob("*") if p.is_file() and not p.name.endswith(".jpg")]  # no temp files
+    subprocess.run(["rm", "-rf", str(small_fs / "cells_files")], check=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    res = invoke("preview", src, "-o", small_fs / "cells.html")
+    assert res.exit_code == 7 and "read-only" in res.output and len(res.output.strip().splitlines()) == 1

@@ -222,15 +222,17 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
         thumbs_dir = root / PREVIEW_DIR / "thumbs"
     else:  # a sheet elsewhere keeps its thumbnails beside it ("Save page as" style): the set is not written to
         thumbs_dir = out_path.with_name(out_path.stem + "_files")
+    from ..outputs import io_error
+    from .files import Writer
+
     try:
         thumbs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from ..outputs import io_error
-
+        writer = Writer(thumbs_dir / ".tmp")  # same file system as the thumbnails and the sheet beside them
+        cache = ThumbCache(thumbs_dir, thumb_px, root, writer)
+        _thumbnails(cards, cache, workers, on_progress)
+        cache.prune()
+    except OSError as exc:  # read-only, full disk: one line naming the folder, and no sheet
         raise io_error(exc, thumbs_dir, "cannot write the thumbnails to") from None
-    cache = ThumbCache(thumbs_dir, thumb_px, root)
-    _thumbnails(cards, cache, workers, on_progress)
-    cache.prune()
 
     base = out_path.parent.resolve() if out_path.parent.exists() else out_path.parent.absolute()
     order = sorted(rows.values(), key=lambda r: r["src"])
@@ -264,10 +266,8 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
     html = render(data)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_sheet(out_path, html.encode("utf-8"))
+        _write_sheet(out_path, html.encode("utf-8"), writer)
     except OSError as exc:
-        from ..outputs import io_error
-
         raise io_error(exc, out_path) from None
     return Sheet(out_path, len(cards), len(data_rows), n_labels, cache.made, cache.reused, flagged)
 
@@ -280,15 +280,12 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
-def _write_sheet(path: Path, data: bytes) -> None:
-    from ..images import atomic_write_bytes
-    from ..outputs import write_new
-
-    if write_new(path, data):
+def _write_sheet(path: Path, data: bytes, writer) -> None:
+    if writer.new(path, data):
         return
     if not _is_ours(path):  # made by someone else since we looked
         raise OutputError(f"{path} exists and was not written by backdrop preview; choose another name with -o")
-    atomic_write_bytes(path, data)  # our own earlier sheet: replaced whole
+    writer.replace(path, data)  # our own earlier sheet: replaced whole
 
 
 def _thumbnails(cards: list[dict], cache: ThumbCache, workers: int | None,

@@ -9,21 +9,19 @@ and the thumbnail size, followed by the image's upright width and height::
 So the cache needs no index file that could disagree with it: a rerun lists the folder once,
 finds every unchanged image's thumbnail by its hash (and its size, which the SVG overlay needs,
 by its name) and opens no image again; a changed image gets a new name. Thumbnails are written
-with :func:`backdrop.outputs.write_new` (a temporary file linked into place), so a killed run
+through :class:`backdrop.preview.files.Writer` (a temporary file linked into place), so a killed run
 leaves no partial thumbnail and two runs at once never replace each other's. Names no longer used
 are removed at the end of a run (they are this folder's own files, nothing else lies there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +50,11 @@ def key_of(path: Path, px: int, root: Path) -> str | None:
 class ThumbCache:
     """The thumbnails folder: find, make, and prune."""
 
-    def __init__(self, folder: Path, px: int = THUMB_PX, root: Path | None = None):
+    def __init__(self, folder: Path, px: int = THUMB_PX, root: Path | None = None, writer=None):
+        from .files import Writer
+
         self.folder = Path(folder)
+        self.writer = writer or Writer(self.folder / ".tmp")
         self.root = Path(root) if root is not None else self.folder
         self.px = int(px)
         self.known: dict[str, Thumb] = {}
@@ -83,10 +84,8 @@ class ThumbCache:
             return hit
         data, size = make_thumb(path, self.px)
         rel = f"{key[:2]}/{key}_{size[0]}x{size[1]}.jpg"
-        from ..outputs import write_new
-
         (self.folder / key[:2]).mkdir(parents=True, exist_ok=True)
-        write_new(self.folder / rel, data)  # False: another run made the same one (same bytes)
+        self.writer.new(self.folder / rel, data)  # False: another run made the same one (same bytes)
         thumb = Thumb(rel, size)
         with self._lock:
             self.known[key] = thumb
@@ -95,18 +94,8 @@ class ThumbCache:
         return thumb
 
     def prune(self) -> int:
-        """Remove thumbnails that this run did not use (images gone or changed), and temporary
-        files of runs killed mid-write (an hour old: a live run's are seconds old); returns how
-        many thumbnails went."""
+        """Remove thumbnails that this run did not use (images gone or changed); returns how many."""
         gone = 0
-        cutoff = time.time() - 3600
-        for sub in (os.scandir(self.folder) if self.folder.is_dir() else ()):
-            if sub.is_dir():
-                for f in os.scandir(sub.path):
-                    if f.name.endswith(".bdtmp") and f.name.startswith("."):
-                        with contextlib.suppress(OSError):
-                            if f.stat().st_mtime < cutoff:
-                                os.unlink(f.path)
         for thumb in list(self.known.values()):
             if thumb.rel not in self.used:
                 try:
