@@ -227,7 +227,7 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
 
     try:
         thumbs_dir.mkdir(parents=True, exist_ok=True)
-        writer = Writer(thumbs_dir / ".tmp")  # same file system as the thumbnails and the sheet beside them
+        writer = Writer(thumbs_dir / ".partial")  # same file system as the thumbnails and the sheet beside them
         cache = ThumbCache(thumbs_dir, thumb_px, root, writer)
         _thumbnails(cards, cache, workers, on_progress)
         cache.prune()
@@ -267,6 +267,7 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         _write_sheet(out_path, html.encode("utf-8"), writer)
+        writer.close()
     except OSError as exc:
         raise io_error(exc, out_path) from None
     return Sheet(out_path, len(cards), len(data_rows), n_labels, cache.made, cache.reused, flagged)

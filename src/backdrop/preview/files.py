@@ -1,8 +1,8 @@
 """How the contact sheet writes: whole files or none, never over a file it did not write, and no
 debris left by a killed run.
 
-Every write goes through a temporary file in one folder of the sheet's own (``.tmp/`` beside the
-thumbnails), named after the writing process: ``<pid>.<random>.part``. A run removes, when it
+Every write goes through a temporary file in one folder of the sheet's own (``.partial/`` beside
+the thumbnails, removed when empty), named after the writing process: ``<pid>.<random>.part``. A run removes, when it
 starts, the temporary files of processes that are gone (``kill -9`` included), so nothing is left
 in the set or beside the sheet. (``outputs.write_new`` puts its temporary file beside the target,
 where a killed run would leave it among the user's files.)
@@ -26,6 +26,9 @@ class Writer:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.clean()
 
+    def _ensure(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)  # a run that ended may have removed it
+
     def clean(self) -> int:
         """Remove temporary files of processes that no longer run; returns how many."""
         gone = 0
@@ -40,9 +43,18 @@ class Writer:
                     gone += 1
         return gone
 
+    def close(self) -> None:
+        """Remove the temporary folder if no other run is writing through it."""
+        with contextlib.suppress(OSError):
+            self.tmp_dir.rmdir()
+
     def _temp(self, data: bytes) -> Path:
         tmp = self.tmp_dir / f"{os.getpid()}.{secrets.token_hex(8)}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        except FileNotFoundError:
+            self._ensure()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

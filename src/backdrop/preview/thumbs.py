@@ -54,7 +54,7 @@ class ThumbCache:
         from .files import Writer
 
         self.folder = Path(folder)
-        self.writer = writer or Writer(self.folder / ".tmp")
+        self.writer = writer or Writer(self.folder / ".partial")
         self.root = Path(root) if root is not None else self.folder
         self.px = int(px)
         self.known: dict[str, Thumb] = {}
