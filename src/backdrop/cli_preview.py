@@ -28,7 +28,8 @@ def preview(
 ) -> None:
     """Write an offline HTML contact sheet of a data set: one row per source image with its
     variants, labels drawn, seeds and check scores, flags, filters and pages."""
-    from .cli import _setup_logging, guarded
+    from .cli_common import guarded
+    from .cli_common import setup_logging as _setup_logging
 
     _setup_logging(0, quiet)
 

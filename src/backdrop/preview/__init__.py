@@ -39,13 +39,13 @@ from urllib.parse import quote
 
 from ..errors import InputError, OutputError
 from ..outputs import MANIFEST, RECORD_DIR
+from .page import MARKER, render
 from .thumbs import THUMB_PX, ThumbCache
 
 log = logging.getLogger(__name__)
 
 PREVIEW_DIR = f"{RECORD_DIR}/preview"
 SHEET_NAME = "preview.html"
-MARKER = '<meta name="generator" content="backdrop preview">'
 FLAGS = {
     "failed": "a background check failed; the variant was kept",
     "retried": "a background was made again after a failed check",
@@ -261,8 +261,6 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
         "splits": list(dict.fromkeys(r["sp"] for r in data_rows)),
         "flags": FLAGS, "rows": data_rows,
     }
-    from .page import render
-
     html = render(data)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -337,8 +335,6 @@ def inline_page(sheet: str | Path, page: int = 1, per_page: int = 20) -> tuple[s
     pages): a piece of the sheet that needs no files, for a web page to show (the studio)."""
     import base64
     from urllib.parse import unquote
-
-    from .page import render
 
     sheet = Path(sheet)
     data = read_sheet(sheet)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 
-from . import MARKER
+MARKER = '<meta name="generator" content="backdrop preview">'  # a sheet backdrop wrote (and may replace)
 
 _CSS = """
 :root { color-scheme: light dark; --fg:#1d232a; --bg:#f6f7f9; --card:#fff; --mut:#667; --bad:#c62828; --warn:#b26a00; }

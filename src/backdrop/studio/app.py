@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backdrop import __version__
+from backdrop.version import __version__
 from backdrop.studio import core
 
 VIEWS = Path(__file__).with_name("views")

@@ -116,7 +116,7 @@ def text_to_image_page() -> None:
 
 def run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, negative, fixed_seed,
                 width, height, count, steps, guidance, scheduler, fast=None) -> None:
-    from backdrop.pipeline import draw_seed
+    from backdrop.seeds import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     resolved = core.resolve_model(model_text)
