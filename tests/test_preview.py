@@ -300,3 +300,27 @@ def test_full_or_read_only_disk_is_one_line_and_no_sheet(tmp_path, small_fs):
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     res = invoke("preview", src, "-o", small_fs / "cells.html")
     assert res.exit_code == 7 and "read-only" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_dead_writers_temps_go_live_ones_stay(tmp_path):
+    import subprocess
+    import sys
+
+    from backdrop.outputs import remove_dead_temps, write_new
+
+    tmp = tmp_path / ".partial"
+    tmp.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp / f"{int(dead.stdout)}.abc.part").write_bytes(b"half")  # a writer that is gone
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp / f"{live.pid}.def.part").write_bytes(b"being written")
+        (tmp / "notes.txt").write_text("not a temp file")
+        assert remove_dead_temps(tmp) == 1
+        assert sorted(p.name for p in tmp.iterdir()) == sorted([f"{live.pid}.def.part", "notes.txt"])
+    finally:
+        live.kill()
+        live.wait()
+    assert write_new(tmp_path / "a.bin", b"x", tmp_dir=tmp) and not write_new(tmp_path / "a.bin", b"y", tmp_dir=tmp)
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.bin")]  # no temp beside the target
