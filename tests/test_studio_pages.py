@@ -83,3 +83,58 @@ def test_data_sets_page_refuses_a_folder_outside_the_allowed_ones(env, tmp_path)
     assert not at.metric
     at.text_input(key="ds_path").set_value(str(EXAMPLES / "yolo-cells" / ".." / ".." / "..")).run()
     assert len(at.error) == 1 and "outside the allowed folders" in at.error[0].value
+
+
+# -- the job queue (shared with `backdrop serve`) --------------------------------------------------------
+
+
+def test_a_set_submitted_from_the_page_runs_on_the_queue_and_shows_its_sheet(env):
+    pytest.importorskip("backdrop.jobs.queue")
+    from backdrop.jobs.queue import JobQueue
+    from backdrop.jobs.worker import work
+
+    at = app()
+    at.switch_page("views/data_sets.py")
+    at.query_params.update({"set": str(EXAMPLES / "coco-cells"), "variants": "1", "generator": "texture",
+                            "seed": "3"})
+    at.run()
+    assert not at.exception, at.exception
+    at.button(key="ds_submit").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    job_id = at.session_state["ds_job"]
+    assert at.query_params["job"] == job_id  # the page's address now names the job
+    queue = JobQueue(env / "queue")
+    rec = queue.get(job_id)
+    assert rec.kind == "augment" and rec.state == "queued"
+    assert rec.params["source"] == str(EXAMPLES / "coco-cells") and rec.params["variants"] == 1
+    assert work(queue, once=True) == 1  # a worker (as `backdrop serve` or `backdrop studio` runs it)
+    assert queue.get(job_id).state == "done"
+    at.run()
+    assert not at.exception, at.exception
+    assert "Contact sheet" in [s.value for s in at.subheader]
+    out = queue.job_dir(job_id) / "out"
+    assert (out / "preview.html").is_file()
+    sheet = [e for e in at.get("iframe")] or [e for e in at.get("html")]
+    assert sheet  # the sheet, inline
+    # the jobs page lists it, done, with a link to its sheet
+    at.switch_page("views/jobs.py").run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert job_id in text and f"/data-sets?job={job_id}" in text
+
+
+def test_jobs_page_lists_every_job_of_the_queue_and_cancels_one(env):
+    pytest.importorskip("backdrop.jobs.queue")
+    from backdrop.jobs.queue import JobQueue
+
+    queue = JobQueue(env / "queue")
+    a = queue.submit("augment", {"command": "augment", "source": str(EXAMPLES / "yolo-cells")})
+    b = queue.submit("run", {"command": "run"})  # as an HTTP client of `backdrop serve` would
+    at = app()
+    at.switch_page("views/jobs.py").run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert a.id in text and b.id in text
+    at.button(key=f"cancel_{b.id}").click().run()
+    assert not at.exception, at.exception
+    assert queue.get(b.id).state == "cancelled" and queue.get(a.id).state == "queued"
