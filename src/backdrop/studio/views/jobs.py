@@ -72,7 +72,7 @@ def main() -> None:
                         queue.cancel(rec.id)
                     except Exception as exc:  # noqa: BLE001 - shown in one line
                         st.error(f"Cannot cancel {rec.id}: {one_line(exc)}")
-                    st.rerun(scope="fragment")
+                    st.rerun()
 
     table()
     job_id = st.session_state.get("jobs_job")
