@@ -175,11 +175,12 @@ def _rows_of(ds, man: dict[str, dict], names: dict[int, str], splits) -> tuple[d
 
 def build_preview(set_root: str | Path, out: str | Path | None = None, *, source: str | Path | None = None,
                   format: str = "auto", splits: Iterable[str] | None = None, thumb_px: int = THUMB_PX,
-                  per_page: int = 50, workers: int | None = None,
+                  per_page: int = 50, workers: int | None = None, title: str | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> Sheet:
     """Write the contact sheet of the data set at ``set_root`` (see the module docstring).
 
-    ``source`` is the set it was augmented from: its images lead each row. ``on_progress(done,
+    ``source`` is the set it was augmented from: its images lead each row; ``title`` heads the
+    page (default: the set's folder name). ``on_progress(done,
     total)`` is called as thumbnails are made. Raises InputError when ``set_root`` holds no data
     set, OutputError when the sheet cannot be written or its name is taken by a file backdrop did
     not write.
@@ -255,7 +256,7 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
         data_rows.append({"s": row["src"], "sp": row["sp"], "c": out_cards})
     used = sorted({o[0] for c in cards for o in c["l"]} | set())
     data = {
-        "title": root.resolve().name, "format": ds.format, "per": int(per_page),
+        "title": title or root.resolve().name, "format": ds.format, "per": int(per_page),
         "names": {str(k): v for k, v in sorted(names.items())},
         "classes": [str(k) for k in used] + sorted({c["cls"] for c in cards if "cls" in c}),
         "splits": list(dict.fromkeys(r["sp"] for r in data_rows)),

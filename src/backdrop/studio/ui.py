@@ -254,7 +254,8 @@ def job_sheet(queue, job_id: str) -> Path:
     sheet = out / SHEET_NAME
     if not sheet.is_file():
         src = job_inputs(queue, rec)
-        build_preview(out, source=src[0] if rec.kind == "augment" and src else None)
+        source = src[0] if rec.kind == "augment" and src else None
+        build_preview(out, source=source, title=f"{Path(source).name if source else 'job'} · job {job_id}")
     return sheet
 
 

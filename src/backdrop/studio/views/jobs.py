@@ -50,11 +50,12 @@ def main() -> None:
             return
         counts = queue.counts()
         st.caption(" · ".join(f"{k} {v}" for k, v in counts.items() if v))
-        head = st.columns([2, 1, 1, 2, 2, 1, 3, 1])
+        widths = [2.2, 1.3, 1.3, 2, 2, 1, 3, 1.5]
+        head = st.columns(widths)
         for col, title in zip(head, ["Job", "Kind", "State", "Progress", "Created", "Took", "Source / results", ""]):
             col.markdown(f"**{title}**")
         for rec in recs:
-            c = st.columns([2, 1, 1, 2, 2, 1, 3, 1])
+            c = st.columns(widths)
             c[0].markdown(f"[`{rec.id}`](/jobs?job={rec.id})")
             c[1].write(rec.kind)
             c[2].write(rec.state + (" (cancel asked)" if rec.cancel and rec.state == "running" else ""))
