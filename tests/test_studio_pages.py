@@ -138,3 +138,39 @@ def test_jobs_page_lists_every_job_of_the_queue_and_cancels_one(env):
     at.button(key=f"cancel_{b.id}").click().run()
     assert not at.exception, at.exception
     assert queue.get(b.id).state == "cancelled" and queue.get(a.id).state == "queued"
+
+
+def _zip_of(folder: Path, prefix: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"{prefix}/{p.relative_to(folder).as_posix()}")
+    return buf.getvalue()
+
+
+def test_an_uploaded_zip_is_unpacked_once_and_read_and_a_bad_one_refused(env):
+    pytest.importorskip("backdrop.service.uploads")
+    import io
+    import zipfile
+
+    at = app()
+    at.switch_page("views/data_sets.py").run()
+    at.radio(key="ds_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="ds_zip").set_value(("cells.zip", _zip_of(EXAMPLES / "yolo-cells", "cells"),
+                                              "application/zip")).run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert [m.value for m in at.metric] == ["yolo", "10", "2", "2"]
+    unpacked = Path(at.session_state["ds_path"])
+    assert unpacked.name == "cells" and (env / "queue" / "studio-uploads") in unpacked.parents
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../../escape.txt", "x")
+    at.file_uploader(key="ds_zip").set_value(("evil.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("This file cannot be used:") and "zip-slip" in errors[0]
+    assert not (env / "escape.txt").exists() and not list((env / "queue" / "studio-uploads").glob(".*"))
