@@ -174,3 +174,41 @@ def test_an_uploaded_zip_is_unpacked_once_and_read_and_a_bad_one_refused(env):
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("This file cannot be used:") and "zip-slip" in errors[0]
     assert not (env / "escape.txt").exists() and not list((env / "queue" / "studio-uploads").glob(".*"))
+
+
+def test_backdrop_studio_runs_the_queues_jobs_with_its_own_worker(tmp_path):
+    """`backdrop studio --queue Q` (no `backdrop serve`) runs what is queued on Q, and its worker
+    goes with it."""
+    pytest.importorskip("backdrop.service.server")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from backdrop.jobs.queue import JobQueue
+
+    queue = JobQueue(tmp_path / "q")
+    rec = queue.submit("augment", {"command": "augment", "source": str(EXAMPLES / "masks-cells"), "variants": 1,
+                                   "generator": "texture"})
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "studio.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-c", "from backdrop.cli import main; main()", "studio", "--port",
+                                 str(port), "--queue", str(tmp_path / "q"), "--allow-root", str(EXAMPLES)],
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while queue.get(rec.id).state not in ("done", "failed") and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.5)
+        assert queue.get(rec.id).state == "done", (queue.get(rec.id), log.read_text(errors="replace")[-2000:])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    time.sleep(1)
+    assert not [w for w in (tmp_path / "q" / "workers").glob("*.lock") if queue.alive(w.stem)]
