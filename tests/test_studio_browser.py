@@ -236,6 +236,7 @@ def test_pages_by_url_with_their_headings_and_the_back_button(studio, page):
                         ("/jobs", "Jobs"), ("/data-sets", "Data sets")):
         page.goto(studio["url"] + path)
         page.get_by_role("heading", name=title, exact=True, level=2).wait_for(timeout=60_000)
+        expect(page).to_have_title(title)  # the browser tab names the page too
         assert not page.locator('[data-testid="stException"]').count(), path
     page.goto(f"{studio['url']}/data-sets?set={EXAMPLES / 'yolo-cells'}&variants=2")
     page.get_by_role("heading", name="Data sets", exact=True, level=2).wait_for()

@@ -24,7 +24,7 @@ PAGES = (  # (script, title, url path, icon)
     ("jobs.py", "Jobs", "jobs", ":material/list_alt:"),
 )
 
-st.set_page_config(page_title="backdrop studio", layout="wide")
+st.set_page_config(layout="wide")  # no page_title: each page's own title names the browser tab
 page = st.navigation([st.Page(VIEWS / script, title=title, url_path=url, icon=icon, default=i == 0)
                       for i, (script, title, url, icon) in enumerate(PAGES)])
 
