@@ -324,3 +324,33 @@ def test_dead_writers_temps_go_live_ones_stay(tmp_path):
     assert write_new(tmp_path / "a.bin", b"x", tmp_dir=tmp) and not write_new(tmp_path / "a.bin", b"y", tmp_dir=tmp)
     assert (tmp_path / "a.bin").read_bytes() == b"x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.bin")]  # no temp beside the target
+
+
+def test_mask_pairs_are_drawn_as_their_masks_outlines(tmp_path, monkeypatch):
+    from PIL import ImageDraw
+
+    root = tmp_path / "pairs"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        Image.new("RGB", (200, 150), (200, 180, 160)).save(root / "images" / f"c{i}.png")
+        m = Image.new("L", (200, 150), 0)
+        ImageDraw.Draw(m).rectangle((40 + 10 * i, 30, 120, 100), fill=255)
+        ImageDraw.Draw(m).ellipse((150, 100, 190, 140), fill=255)
+        m.save(root / "masks" / f"c{i}.png")
+    first = build_preview(root)
+    data = sheet_data(root / "preview.html")
+    for c in cards(data):
+        (shape,) = c["l"]  # one label: the mask
+        cls, x0, y0, x1, y1, polys = shape
+        assert cls == -1 and len(polys) == 2  # the two blobs
+        i = int(c["n"][-5])
+        assert (x0, y0, x1, y1) == pytest.approx((40 + 10 * i, 30, 190, 140), abs=2)
+    assert len(list((root / ".backdrop/preview/thumbs").rglob("*.outline.json"))) == 2
+
+    def traced(*a, **k):
+        raise AssertionError("a cached outline was traced again")
+
+    monkeypatch.setattr("backdrop.preview.thumbs.mask_outline", traced)
+    again = build_preview(root)  # outlines come from the cache the second time
+    assert again.thumbs_made == 0 and sheet_data(root / "preview.html") == data and first.labels == 2

@@ -151,6 +151,8 @@ def _rows_of(ds, man: dict[str, dict], names: dict[int, str], splits) -> tuple[d
         kind = ("variant" if m.get("v") else "original" if m.get("orig") else "copy" if m or man else "image")
         card = {"rel": item.rel, "path": item.path, "k": kind, "v": m.get("v", 0),
                 "l": _shapes(item.labels, names)}
+        if item.labels is not None and item.labels.mask_file is not None:
+            card["mask_file"] = item.labels.mask_file
         for f in ("seed", "gen", "scores"):
             if f in m:
                 card[f] = m[f]
@@ -210,8 +212,9 @@ def build_preview(set_root: str | Path, out: str | Path | None = None, *, source
             if row is None or {cards[i]["k"] for i in row["c"]} & {"copy", "original", "image"} \
                     or not row["c"]:
                 continue
-            card = {"rel": item.rel, "path": item.path, "k": "source", "v": 0, "l": _shapes(item.labels, names),
-                    "src_root": True}
+            card = {"rel": item.rel, "path": item.path, "k": "source", "v": 0, "l": _shapes(item.labels, names)}
+            if item.labels is not None and item.labels.mask_file is not None:
+                card["mask_file"] = item.labels.mask_file
             if item.error:
                 card["flags"], card["err"] = ["error"], item.error
             row["c"].insert(0, len(cards))
@@ -302,6 +305,18 @@ def _thumbnails(cards: list[dict], cache: ThumbCache, workers: int | None,
         except ValueError as exc:
             card.setdefault("flags", []).append("unreadable")
             card["err"] = f"{card['rel']}: {exc}"
+        mask = card.pop("mask_file", None)
+        if mask is not None:  # a mask-pair set: the mask's outline is the label
+            try:
+                polys = cache.outline(Path(mask))
+            except ValueError as exc:
+                card.setdefault("flags", []).append("error")
+                card["err"] = f"{mask}: {exc}"
+                return
+            if polys:
+                xs = [v for p in polys for v in p[0::2]]
+                ys = [v for p in polys for v in p[1::2]]
+                card["l"] = [*card["l"], [-1, min(xs), min(ys), max(xs), max(ys), polys]]
 
     with ThreadPoolExecutor(workers) as pool:
         window: deque = deque()

@@ -108,7 +108,7 @@ function fillSelect(id, options, value) { const s = $(id); s.replaceChildren(el(
 function render() {
   const s = state(); const rows = D.rows.filter(r => rowMatches(r, s));
   const pages = Math.max(1, Math.ceil(rows.length / s.per)); const page = Math.min(s.page, pages);
-  fillSelect('split', D.splits.map(x => [x, x]), s.split);
+  fillSelect('split', D.splits.filter(x => x).map(x => [x, x]), s.split);
   fillSelect('cls', D.classes.map(x => [x, Number.isFinite(+x) ? cname(x) : x]), s.cls);
   fillSelect('flag', Object.keys(D.flags).map(x => [x, x]), s.flag);
   $('q').value = s.q;

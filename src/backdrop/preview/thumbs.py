@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 THUMB_PX = 320  # the longer side of a thumbnail
 _NAME = re.compile(r"^([0-9a-f]{32})_(\d+)x(\d+)\.jpg$")
+_OUTLINE = re.compile(r"^([0-9a-f]{32})\.outline\.json$")  # a mask file's outline (mask-pair sets)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ThumbCache:
         self.root = Path(root) if root is not None else self.folder
         self.px = int(px)
         self.known: dict[str, Thumb] = {}
+        self.outlines: dict[str, str] = {}  # key -> rel of a cached mask outline
         self.used: set[str] = set()
         self.made = 0
         self.reused = 0
@@ -70,6 +72,8 @@ class ThumbCache:
                     m = _NAME.match(f.name)
                     if m:
                         self.known[m.group(1)] = Thumb(f"{sub.name}/{f.name}", (int(m.group(2)), int(m.group(3))))
+                    elif _OUTLINE.match(f.name):
+                        self.outlines[f.name[:32]] = f"{sub.name}/{f.name}"
 
     def get(self, path: Path) -> Thumb:
         """The thumbnail of ``path``, made if missing. Raises ValueError for an unreadable image."""
@@ -93,13 +97,39 @@ class ThumbCache:
             self.made += 1
         return thumb
 
+    def outline(self, mask: Path) -> list[list[float]]:
+        """The outline of a mask file (foreground > 0) as polygons in its pixels, cached like a
+        thumbnail. Raises ValueError for an unreadable mask."""
+        import json
+
+        key = key_of(mask, self.px, self.root)
+        if key is None:
+            raise ValueError("no such file")
+        rel = self.outlines.get(key)
+        if rel is not None:
+            try:
+                polys = json.loads((self.folder / rel).read_text())
+                with self._lock:
+                    self.used.add(rel)
+                return polys
+            except (OSError, ValueError):
+                pass
+        polys = mask_outline(mask, self.px)
+        rel = f"{key[:2]}/{key}.outline.json"
+        (self.folder / key[:2]).mkdir(parents=True, exist_ok=True)
+        self.writer.new(self.folder / rel, json.dumps(polys).encode())
+        with self._lock:
+            self.outlines[key] = rel
+            self.used.add(rel)
+        return polys
+
     def prune(self) -> int:
         """Remove thumbnails that this run did not use (images gone or changed); returns how many."""
         gone = 0
-        for thumb in list(self.known.values()):
-            if thumb.rel not in self.used:
+        for rel in [t.rel for t in self.known.values()] + list(self.outlines.values()):
+            if rel not in self.used:
                 try:
-                    (self.folder / thumb.rel).unlink()
+                    (self.folder / rel).unlink()
                     gone += 1
                 except OSError:
                     pass
@@ -140,3 +170,32 @@ def make_thumb(path: Path, px: int = THUMB_PX) -> tuple[bytes, tuple[int, int]]:
     except Exception as exc:  # PIL raises many kinds for non-images
         raise ValueError(f"not a readable image ({type(exc).__name__})") from None
     return buf.getvalue(), (w, h)
+
+
+def mask_outline(path: Path, px: int = THUMB_PX) -> list[list[float]]:
+    """The outer contours of a mask's foreground (> 0, EXIF orientation applied), traced at about
+    thumbnail resolution and simplified, as flat polygons in the full mask's pixels."""
+    import cv2
+    import numpy as np
+
+    from ..datasets.labels import read_mask_file
+
+    try:
+        fg = read_mask_file(path)
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for non-images
+        raise ValueError(f"not a readable mask ({type(exc).__name__})") from None
+    h, w = fg.shape
+    scale = min(1.0, px / max(w, h))
+    small = fg.astype(np.uint8) * 255
+    if scale < 1.0:
+        small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    contours, _ = cv2.findContours((small > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        c = cv2.approxPolyDP(c, 0.8, True)
+        if len(c) < 3:
+            continue
+        polys.append([round(float(v) / scale, 1) for v in c.reshape(-1)])
+    return polys
