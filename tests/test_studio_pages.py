@@ -212,3 +212,17 @@ def test_backdrop_studio_runs_the_queues_jobs_with_its_own_worker(tmp_path):
         proc.wait(timeout=30)
     time.sleep(1)
     assert not [w for w in (tmp_path / "q" / "workers").glob("*.lock") if queue.alive(w.stem)]
+
+
+def test_new_background_backends_come_from_the_link(env):
+    at = app()
+    at.switch_page("views/new_background.py")
+    at.query_params.update({"generate": "random", "inpaint": "ns", "refine": "no-such-refiner"})
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="bg_generate").value == "random"
+    assert at.sidebar.selectbox(key="bg_inpaint").value == "ns"
+    assert at.sidebar.selectbox(key="bg_refine").value == "template"  # unknown here: the default instead
+    at.sidebar.selectbox(key="bg_generate").set_value("pool").run()
+    assert at.query_params["generate"] == "pool" and at.query_params["inpaint"] == "ns"
+    assert "refine" not in at.query_params and "segment" not in at.query_params  # defaults are left out

@@ -16,7 +16,10 @@ from backdrop.inpaint import INPAINTERS
 from backdrop.refine import REFINERS
 from backdrop.segment import SEGMENTERS
 from backdrop.studio import core
-from backdrop.studio.ui import UPLOAD_TYPES, gallery, generation_slot, load_stages, log, one_line, seed_widgets
+from backdrop.studio.ui import (UPLOAD_TYPES, gallery, generation_slot, linked, load_stages, log, one_line, seed_widgets,
+                                to_query)
+
+LINKS_OF_PAGE: dict = {}  # query name -> (widget key, default, parse); the defaults depend on the models here
 
 
 def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
@@ -26,10 +29,18 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     defaults, _ = resolve_auto(PipelineConfig())
     sb = st.sidebar
     sb.subheader("Backends")
+    links = {stage: (f"bg_{stage}", getattr(defaults, stage).backend, str)
+             for stage in ("segment", "inpaint", "caption", "refine", "generate")}
+    links["variants"] = ("bg_variants", 2, int)
+    LINKS_OF_PAGE.clear()
+    LINKS_OF_PAGE.update(links)
+    linked(links)
 
     def pick(label, registry, default, key):
         names = registry.names()
-        return sb.selectbox(label, names, index=names.index(default) if default in names else 0, key=key,
+        if st.session_state.get(key) not in names:  # a link naming a backend this machine lacks
+            st.session_state[key] = default if default in names else names[0]
+        return sb.selectbox(label, names, key=key,
                             help="; ".join(f"{n}: {registry.descriptions.get(n, '')}" for n in names))
 
     seg = pick("Segment", SEGMENTERS, defaults.segment.backend, "bg_segment")
@@ -81,6 +92,7 @@ def new_background_page() -> None:
 
     st.header("New background")
     cfg, problems = stage_config()
+    to_query(LINKS_OF_PAGE)  # the backends chosen are in the link from here on
     for line in problems.values():
         st.warning(line)
 
@@ -140,7 +152,8 @@ def new_background_page() -> None:
     positive = st.text_area("Prompt (edit before generating)", key="bg_prompt", height=90)
     negative = st.text_area("Negative prompt", key="bg_negative", height=70)
     a, b = st.columns([1, 2])
-    variants = int(a.number_input("Variants", 1, 16, 2, key="bg_variants"))
+    variants = int(a.number_input("Variants", 1, 16, key="bg_variants"))
+    to_query(LINKS_OF_PAGE)
     with b:
         fixed_seed = seed_widgets("bg")
     if st.button("2. Generate backgrounds", type="primary", key="bg_go", disabled="generate" in problems):
