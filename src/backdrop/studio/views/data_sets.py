@@ -219,7 +219,8 @@ def results(queue, job_id: str) -> None:
     from backdrop.preview import inline_page
 
     try:
-        sheet = ui.job_sheet(queue, job_id)
+        with st.spinner("Making the contact sheet (thumbnails are kept for next time)…"):
+            sheet = ui.job_sheet(queue, job_id)
     except BackdropError as exc:
         st.warning(f"No contact sheet: {one_line(exc)}")
         return
