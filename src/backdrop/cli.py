@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -122,8 +122,9 @@ def run(
     _run_job(job, engine="local", quiet=quiet, debug=debug)
 
 
-def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
-    """Plan, load, run and report a job; exits with the summary's code."""
+def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None,
+             after: Optional[Callable[[], None]] = None) -> None:
+    """Plan, load, run and report a job (then ``after()``); exits with the summary's code."""
     def start():
         from .items import start as start_job
 
@@ -154,6 +155,8 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
         for line in summary.lines(job.out):
             typer.echo(line, err=True)
         typer.echo(f"base seed {base} (each image's seed derives from it and the image's path)", err=True)
+    if after is not None:
+        after()
     if summary.failed:
         raise typer.Exit(summary.exit_code)
 
@@ -198,6 +201,7 @@ def augment(
     feather: Optional[int] = typer.Option(None, "--feather", help="a soft band of N px outside the object (default 0: paste exactly along the mask; a band is a cue a model can learn)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray cluster; pip install 'backdrop[ray]')"),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="write the new set's contact sheet (DST/preview.html, see `backdrop preview`)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="ray: pipeline actors [default: CPUs/2, or GPUs]"),
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per actor [default: 1 for diffusion on a GPU cluster, else 0]"),
@@ -244,7 +248,13 @@ def augment(
     job = guarded(debug, build)
     opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()
             if v is not None}
-    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts)
+    after = None
+    if preview:
+        from .cli_preview import sheet_after_augment
+
+        def after() -> None:
+            sheet_after_augment(job.out, str(source), quiet=quiet)
+    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts, after=after)
 
 
 @app.command()
@@ -413,16 +423,23 @@ def studio(
     port: int = typer.Option(8501, "--port", help="port to serve on"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
     open_browser: bool = typer.Option(False, "--open", help="open a browser tab"),
+    allow_root: Optional[List[Path]] = typer.Option(None, "--allow-root", help="a folder whose data sets the data-sets page may open (repeatable)"),
+    queue: Optional[Path] = typer.Option(None, "--queue", help="the job queue's folder (default: the one `backdrop serve` uses)"),
+    workers: int = typer.Option(1, "--workers", help="worker processes running the queue's jobs (0: leave them to `backdrop serve`)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
-    """Start the studio web app (text to image, new backgrounds) on localhost."""
+    """Start the studio web app (text to image, new backgrounds, data sets, jobs) on localhost."""
     from .studio import launch
 
-    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser))
+    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser,
+                                         allow_roots=tuple(allow_root or ()), queue=queue, workers=workers))
     raise typer.Exit(code or 0)
 
 
 from .cli_models import models_app  # noqa: E402  (a sub-app: light, no model libraries)
+from .cli_preview import preview as _preview  # noqa: E402  (#23: contact sheets)
+
+app.command("preview")(_preview)
 
 app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
 
