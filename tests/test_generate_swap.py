@@ -110,10 +110,13 @@ def test_class_folders_get_other_classes_backgrounds_and_rerun_is_a_no_op(tmp_pa
     assert not any(m.get("background", "").startswith("val/") for m in rows)
     before = files_of(out)
     mtimes = {p: (out / p).stat().st_mtime_ns for p in before}
+    store = {p: p.stat().st_mtime_ns for p in (out / ".backdrop" / "donors").rglob("*") if p.is_file()}
     r = invoke("augment", src, "-o", out, "-n", 2, "--generator", "swap", "--seed", 3, *FAST)
     assert r.exit_code == 0, r.output
     after = files_of(out)
     assert after == before and {p: (out / p).stat().st_mtime_ns for p in after} == mtimes
+    # the donor store too: nothing made again, the index not rewritten
+    assert {p: p.stat().st_mtime_ns for p in (out / ".backdrop" / "donors").rglob("*") if p.is_file()} == store
 
 
 def test_same_files_in_another_order_and_on_ray(tmp_path):

@@ -32,6 +32,12 @@ def _names(registry_attr: str) -> str:
     return ", ".join(getattr(import_module(f"backdrop.{module}"), attr).names())
 
 
+def _augment_default() -> str:
+    from .generate import AUGMENT_DEFAULT
+
+    return AUGMENT_DEFAULT
+
+
 def _formats() -> Any:
     from .datasets import FORMATS  # the registry: help, choices and messages come from it
 
@@ -187,7 +193,7 @@ def augment(
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
     preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()}"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
-    generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
+    generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend (default: {_augment_default()}; pool with --backgrounds), or a mix (swap+random, swap:0.7,random:0.3): {_names('generate:GENERATORS')}"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend (images without mask labels): auto, {_names('segment:SEGMENTERS')}"),
     backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", help="folder of backgrounds (pool generator)"),
     style: Optional[str] = typer.Option(None, "--style", help="style preset (prompts; and the random generator's palette)"),
@@ -216,16 +222,16 @@ def augment(
     def build():
         from .config import ConfigError
         from .job import Job
-        from .generate import GENERATORS
 
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
         # the Job checks every one of its options (image format, quality, box fallback, splits, ...)
         gen = generator
         if gen is None and not config_file and not preset:
-            # data sets: backgrounds that are new (domain randomisation) unless a pool or model is given
-            gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else
-                                              ("random" if "random" in GENERATORS else "texture"))
+            # data sets: the measured default (generate.AUGMENT_DEFAULT) unless a pool or model is given
+            from .generate import AUGMENT_DEFAULT
+
+            gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else AUGMENT_DEFAULT)
         cfg = build_config(config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt,
                            negative=negative, stages={
                                "segment": {"backend": segmenter, "device": device},

@@ -40,6 +40,10 @@ class _GeneratorRegistry(Registry):
         return [n for n in self.names() if not self.load(n).needs_set]
 
 
+# ``backdrop augment``'s and ``backdrop.augment()``'s generator when none is named (and no pool folder
+# or SD model is given): chosen by benchmarks/augmentation_value.py (README, "Which generator to use")
+AUGMENT_DEFAULT = "swap"
+
 GENERATORS = _GeneratorRegistry(
     "generate",
     {

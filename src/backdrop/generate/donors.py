@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 from collections import Counter
@@ -314,18 +313,15 @@ def _npy(arr: np.ndarray) -> bytes:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Backdrop's own record files: a temporary file beside, then one rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bdtmp", dir=path.parent)
+    """Backdrop's own record files, replaced whole (the write protocol's atomic write)."""
+    from ..outputs import atomic_write_bytes
+
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return  # a rerun over the same set: the index stays as it was, not even touched
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
 
 
 def _clean_background(job: Any, worker: Any, task: Any, fill: str) -> bytes:
