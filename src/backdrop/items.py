@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from .datasets.labels import box_mask
+from .datasets.labels import box_mask, cover_boxes, segment_plan
 from .errors import BackdropError, InputError, OutputError
 from .images import load_image
 from .job import Job, Outcome, Plan, Task
@@ -206,43 +206,25 @@ class Worker:
     def _label_masks(self, item: Any, size: tuple[int, int]):
         """(mask, region, boxes) from the item's labels: masks are the foreground; boxes limit
         the segmenter's mask to them (grown by ``box_grow``)."""
-        labels = getattr(item, "labels", None)
-        if labels is None:
-            return None, None, None
-        fg = labels.foreground(size)
+        # the labels-aware rule, shared with `backdrop masks` and the training-loop transform
+        fg, region, boxes = segment_plan(getattr(item, "labels", None), size, self.job.box_grow)
         if fg is not None:
             return Image.fromarray(np.where(fg, 255, 0).astype(np.uint8), "L"), None, None
-        boxes = labels.boxes()
-        if not boxes:
+        if region is None or not boxes:
             return None, None, None
-        region = np.zeros((size[1], size[0]), bool)
-        for x0, y0, x1, y1 in boxes:
-            gx, gy = (x1 - x0) * self.job.box_grow + 2, (y1 - y0) * self.job.box_grow + 2
-            region |= box_mask((x0 - gx, y0 - gy, x1 + gx, y1 + gy), size)
         return None, Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L"), boxes
 
     def _box_check(self, prep: Any, boxes: list, item: Any) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
         (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Returns the
         record and, for a skipped image, the one-line reason."""
-        m = np.asarray(prep.mask) > 0
-        size = (m.shape[1], m.shape[0])
-        covers, fallback = [], []
-        for i, box in enumerate(boxes):
-            inside = box_mask(box, size)
-            cover = float((m & inside).sum()) / max(1, int(inside.sum()))
-            covers.append(round(cover, 3))
-            if cover < self.job.box_min_cover:
-                fallback.append(i)
+        covers, fallback, mm = cover_boxes(np.asarray(prep.mask), boxes, self.job.box_min_cover)
         record = {"box_cover": covers, "box_fallback": fallback}
         if fallback and self.job.box_fallback == "skip":
             return record, (f"{item.rel}: the mask covers too little of labelled object(s) {fallback} "
                             f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
                             "(use --box-fallback box to keep whole boxes)")
         if fallback:
-            mm = m.copy()
-            for i in fallback:
-                mm |= box_mask(boxes[i], size)
             self.pipe.remask(prep, Image.fromarray(np.where(mm, 255, 0).astype(np.uint8), "L"))
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
         return record, ""

@@ -108,6 +108,9 @@ class Generator(Backend):
     generative: bool = False
     uses_prompt: bool = True
     uses_background: bool = True
+    # reads ``request.background`` itself; False: only ``known`` (texture), so a caller that needs
+    # no clean background of its own (the training-loop transform) need not inpaint for it
+    reads_background: bool = True
     batched: bool = False
     keeps_background_colours: bool = False
     background_source_type: Optional[str] = None
@@ -141,8 +144,8 @@ class Skipped(Backend):
 
 STAGES: dict[str, type[Backend]] = {c.stage: c for c in (Segmenter, Inpainter, Captioner, Refiner, Generator)}
 
-_FLAGS = ("generative", "uses_prompt", "uses_background", "keeps_background_colours", "background_source_type",
-          "uses_gpu", "name", "needs_set")
+_FLAGS = ("generative", "uses_prompt", "uses_background", "reads_background", "keeps_background_colours",
+          "background_source_type", "uses_gpu", "name", "needs_set")
 
 
 def adopt(obj: Any, stage: str) -> Any:

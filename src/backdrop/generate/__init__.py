@@ -32,7 +32,7 @@ class _GeneratorRegistry(Registry):
         if spec is None:
             return super().load(name)
         self.check_name(name)
-        return mix_class(spec, [super(_GeneratorRegistry, self).load(n) for n, _ in spec])
+        return mix_class(spec, [super(_GeneratorRegistry, self).load(n) for n, _ in spec], self)
 
     def single_image_names(self) -> list[str]:
         """The generators that work on one image alone: not those drawing from a set (swap), which

@@ -64,20 +64,17 @@ class MixGenerator(Generator):
     needs_set = False
     spec: tuple[tuple[str, float], ...] = ()
     classes: tuple[type, ...] = ()
+    registry: Any = None  # the registry that made this class (passed in: no import back up)
 
     def __init__(self, config: Any):
-        from . import GENERATORS
-
         self.config = config
-        self.parts = [GENERATORS.create(n, replace(config, backend=n)) for n, _ in self.spec]
+        self.parts = [self.registry.create(n, replace(config, backend=n)) for n, _ in self.spec]
         self.shares = np.cumsum([w for _, w in self.spec])
 
     @classmethod
     def availability(cls, config: Any) -> Optional[str]:
-        from . import GENERATORS
-
         for n, _ in cls.spec:
-            avail = GENERATORS.availability(n, replace(config, backend=n))
+            avail = cls.registry.availability(n, replace(config, backend=n))
             if not avail.usable:
                 return f"{n}: {avail.reason}"
         return None
@@ -105,10 +102,12 @@ class MixGenerator(Generator):
         return self.parts[i](request)
 
 
-def mix_class(spec: tuple[tuple[str, float], ...], classes: list[type]) -> type:
-    """A MixGenerator subclass for ``spec``: its class attributes say what any of its parts needs."""
+def mix_class(spec: tuple[tuple[str, float], ...], classes: list[type], registry: Any) -> type:
+    """A MixGenerator subclass for ``spec`` (its parts from ``registry``): its class attributes say
+    what any of its parts needs."""
     return type("MixGenerator", (MixGenerator,), {
         "name": ",".join(f"{n}:{w:g}" for n, w in spec), "spec": spec, "classes": tuple(classes),
+        "registry": registry,
         "generative": any(c.generative for c in classes),
         "uses_prompt": any(c.uses_prompt for c in classes),
         "uses_background": any(c.uses_background for c in classes),
