@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _JPEG = {".jpg", ".jpeg"}
 
 
-def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
+def start(job: Job, *, load: bool = True) -> tuple[Plan, Optional["Worker"]]:
     """Everything before the first image, in the order that wastes least: the source (surveyed
     once), the backends and models (a missing model fails once, before any output folder
     exists), then the output (opened, checked writable, base seed fixed). Returns the plan and,
@@ -70,6 +70,7 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
         pipe.config = replace(pipe.config, seed=plan.job.base_seed)
         worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
     return plan, worker
+
 
 # -- the worker: one task -> files ---------------------------------------------------------------
 
