@@ -275,13 +275,10 @@ class ReplaceBackground:
     def loaded_generator(self) -> Any:
         if self._gen is None:
             from ..generate import GENERATORS
-
             from ..stages import adopt
 
             self._gen = adopt(GENERATORS.create(self.generator, self.generate_config), "generate")
-            load = getattr(self._gen, "load", None)
-            if callable(load):
-                load()
+            self._gen.load()  # the contract's load(): a no-op for weight-free generators
         return self._gen
 
     _inpaint_dilate = 7
