@@ -37,7 +37,8 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     linked(links)
 
     def pick(label, registry, default, key):
-        names = registry.names()
+        # one uploaded image: generators that draw from a set's other images (swap) need a batch
+        names = registry.single_image_names() if registry is GENERATORS else registry.names()
         if st.session_state.get(key) not in names:  # a link naming a backend this machine lacks
             st.session_state[key] = default if default in names else names[0]
         return sb.selectbox(label, names, key=key,
