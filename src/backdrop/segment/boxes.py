@@ -95,6 +95,17 @@ def _sides(obj: np.ndarray, box: tuple[int, int, int, int]) -> int:
     return int(rows[:tol].any()) + int(rows[-tol:].any()) + int(cols[:tol].any()) + int(cols[-tol:].any())
 
 
+def _separability(crop: np.ndarray, obj: np.ndarray, ring: np.ndarray) -> float:
+    """How far the mask's mean colour is from the surroundings' (outside the box), in units of the
+    surroundings' own spread; large when there is an object to tell apart, near 0 when the "object"
+    is more of the same background. inf when there are too few pixels to judge."""
+    if obj.sum() < 16 or ring.sum() < 64:
+        return float("inf")
+    a, b = crop[obj].astype(np.float32), crop[ring].astype(np.float32)
+    spread = float(np.sqrt((b.var(0)).sum())) + 1.0
+    return float(np.linalg.norm(a.mean(0) - b.mean(0)) / spread)
+
+
 def _fill_holes(m: np.ndarray) -> np.ndarray:
     """Holes inside an object's mask: pixels the model doubted but that lie within the object's
     outline. Keeping them keeps object pixels (a hole of real background keeps old pixels, harmless
@@ -131,13 +142,18 @@ def box_masks(
     seed: int = 0,
     min_cover: float = 0.02,
     small_side: int = 128,
+    min_separability: float = 0.15,
+    box_grow: float = 0.05,
 ) -> BoxMasks:
     """One mask for all ``boxes`` (x0, y0, x1, y1 in pixels), each object segmented in its own crop.
 
     ``margin``: the crop is the box grown by this share of its longer side (at least 8 px) on each
     side, so the model sees the object's surroundings. ``min_cover``: an object whose mask covers
     less than this share of its box counts as not found: its whole box is kept (``fallback``).
-    ``small_side``: boxes smaller than this (longer side, px) always get GrabCut's box prompt too: a
+    ``min_separability``: a mask whose pixels look like the box's surroundings (mean colour
+    distance over the surroundings' spread, :func:`_separability`) holds no object that can be told
+    apart: the whole box is kept. ``box_grow``: the mask may reach this share of the box (plus 2 px) past each side, as a
+    hand-drawn or rounded box may cut the object's edge. ``small_side``: boxes smaller than this (longer side, px) always get GrabCut's box prompt too: a
     small object's thin parts (limbs, handles) are a few pixels wide and the model loses them."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     arr = np.asarray(rgb)
@@ -158,8 +174,12 @@ def box_masks(
         cx0, cy0, cx1, cy1 = max(0, bx0 - pad), max(0, by0 - pad), min(w, bx1 + pad), min(h, by1 + pad)
         crop = arr[cy0:cy1, cx0:cx1]
         prob = probs(Image.fromarray(crop))
+        # a box drawn by hand (or rounded) may cut the object's edge: the mask may reach a little past it
+        sx, sy = int(np.ceil(box_grow * (bx1 - bx0) + 2)), int(np.ceil(box_grow * (by1 - by0) + 2))
         inside = np.zeros(prob.shape, bool)
-        inside[by0 - cy0: by1 - cy0, bx0 - cx0: bx1 - cx0] = True
+        inside[max(0, by0 - sy - cy0): by1 + sy - cy0, max(0, bx0 - sx - cx0): bx1 + sx - cx0] = True
+        tight = np.zeros(prob.shape, bool)
+        tight[by0 - cy0: by1 - cy0, bx0 - cx0: bx1 - cx0] = True
         model = (prob >= 0.5) & inside
         local = (bx0 - cx0, by0 - cy0, bx1 - cx0, by1 - cy0)
         obj = model
@@ -172,8 +192,8 @@ def box_masks(
                 agree = float((gc & model).sum() / union) if union else 1.0
                 obj = gc | model
         obj = _grow(_fill_holes(obj), grow) & inside
-        box_area = float(inside.sum())
-        cover = float(obj.sum()) / box_area
+        box_area = float(tight.sum())
+        cover = float((obj & tight).sum()) / box_area
         sides = _sides(obj, local)
         prompted = False
         small = max(bx1 - bx0, by1 - by0) < small_side
@@ -187,10 +207,11 @@ def box_masks(
                     if not small or sides < 4:
                         agree = float(obj.sum() / max(1, more.sum()))  # share the first mask had found
                     obj, prompted = more, True
-                    cover = float(obj.sum()) / box_area
+                    cover = float((obj & tight).sum()) / box_area
                     sides = _sides(obj, local)
-        decisive = float(np.mean(np.abs(prob[inside] - 0.5)) * 2)  # 1: the model is sure everywhere in the box
-        confidence = round(0.4 * sides / 4 + 0.3 * agree + 0.2 * decisive + 0.1 * min(1.0, cover / 0.4), 3)
+        decisive = float(np.mean(np.abs(prob[tight] - 0.5)) * 2)  # 1: the model is sure everywhere in the box
+        # each missing side, a model that found little of the mask, an unsure model, a thin cover: less sure
+        confidence = round((sides / 4) ** 2 * (0.5 + 0.5 * agree) * (0.6 + 0.4 * decisive) * min(1.0, cover / 0.25), 3)
         why = []
         if sides < 4:
             why.append(f"the mask reaches {sides} of the box's 4 sides")
@@ -199,11 +220,14 @@ def box_masks(
         if agree < 0.6:
             why.append(f"the model found {agree:.0%} of the mask" if prompted else
                        f"the model and GrabCut agree on {agree:.0%}")
-        fallback = cover < min_cover
+        separable = _separability(crop, obj & tight, ~inside)
+        fallback = cover < min_cover or separable < min_separability
+        if separable < min_separability and cover >= min_cover:
+            why.append(f"what the mask holds looks like the box's surroundings (separability {separable:.2f})")
         if fallback:
-            obj = inside.copy()
+            obj = tight.copy()
             why.append("nothing found in the box: the whole box is kept")
-        rec.update(cover=round(cover, 3), confidence=confidence, sides=sides, agree=round(agree, 3),
+        rec.update(cover=round(cover, 3), confidence=confidence, separability=round(separable, 3), sides=sides, agree=round(agree, 3),
                    doubtful=bool(why), fallback=fallback, box_prompt=prompted, why=why)
         objects.append(rec)
         total[cy0:cy1, cx0:cx1] |= obj

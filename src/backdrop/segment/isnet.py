@@ -102,7 +102,7 @@ def _rewrite(source: Path) -> Any:
     try:
         model = onnx.load(str(source))
     except Exception as exc:  # noqa: BLE001 - onnx raises its own types for a bad file
-        raise ModelCorruptError(f"cannot read {source} as an ONNX model ({type(exc).__name__})") from exc
+        raise ModelCorruptError(f"cannot load {source} as an ONNX model ({type(exc).__name__}: {str(exc).strip()[:120]})") from exc
     g = model.graph
     if len(g.input) != 1 or not g.output:
         raise ModelCorruptError(f"{source}: not an ISNet-like graph (one image input expected)")
