@@ -466,3 +466,18 @@ def test_python_api_default_is_the_commands_default(tmp_path):
     assert summary.images == 12 and not summary.failed
     lines = [m for m in manifest(tmp_path / "out") if m.get("variant")]
     assert {m["backends"]["generate"] for m in lines} == {"random"}
+
+
+def test_splits_named_as_the_set_names_them_or_by_alias(tmp_path):
+    """`--splits training` and `--splits valid` mean the set's `train` and `val` (the names are
+    canonicalised on both sides), so an alias never silently plans nothing."""
+    src = tmp_path / "src"
+    for split in ("training", "validation"):
+        (src / split / "cat").mkdir(parents=True)
+        img, _ = scene(3, [(80, 60, 30)])
+        img.save(src / split / "cat" / "001.png")
+    out = tmp_path / "out"
+    result = invoke("augment", src, "-o", out, "-n", "1", "--seed", "1", "--splits", "valid", *FAST)
+    assert result.exit_code == 0, result.output
+    got = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if ".backdrop" not in p.parts)
+    assert got == ["training/cat/001.png", "validation/cat/001_bd1.png"]  # val augmented, train copied

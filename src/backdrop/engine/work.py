@@ -178,7 +178,11 @@ class Job:
 
     def augmented_splits(self, dataset: Any) -> set[str]:
         """The splits to augment: those asked for; a set without splits is all training data."""
-        return {""} if list(dataset.splits) == [""] else set(self.splits) & set(dataset.splits)
+        if list(dataset.splits) == [""]:
+            return {""}
+        from ..datasets import canonical_split  # the sets' splits are canonical: so are the asked ones
+
+        return {canonical_split(s) for s in self.splits} & set(dataset.splits)
 
     def copied_splits(self, dataset: Any) -> list[str]:
         if not self.copy_other_splits:
