@@ -542,8 +542,6 @@ class Worker:
         record = {"box_cover": covers, "box_fallback": fallback}
         if objects is not None:
             covers = [o["cover"] for o in objects]  # the mask's own cover, before any whole-box fallback
-            record["box_objects"] = [{k: o[k] for k in ("index", "cover", "confidence", "doubtful", "fallback", "why")}
-                                     for o in objects]
             if any(o["fallback"] for o in objects):  # already whole boxes in the mask: counted, recorded
                 prep.notes["box_fallbacks"] = len(fallback)
                 if self.job.box_fallback != "skip":
@@ -756,6 +754,8 @@ def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Im
             rec.update(box_cover=o["cover"], confidence=o["confidence"],
                        whole="doubtful" if o["doubtful"] else "likely")
             rec["unchanged"] = same if not o["doubtful"] else (None if same else False)
+            if o["doubtful"]:
+                rec["why"] = o["why"]
         objs.append(rec)
     out = {"objects": len(objs), "unchanged": sum(o["unchanged"] is True for o in objs), "per_object": objs}
     doubtful = [o["index"] for o in objs if o.get("whole") in ("doubtful", "unknown")]

@@ -35,7 +35,7 @@ from ..registry import require
 log = logging.getLogger(__name__)
 
 CONVERT_VERSION = 1  # bump when the conversion changes: old files are then unused (and pruned)
-SIZES = (320, 512, 640, 768, 1024)  # the input sides a box crop may get (few, so OpenVINO compiles few)
+SIZES = (256, 320, 384, 512, 640, 768, 1024)  # the input sides a box crop may get (few, so OpenVINO compiles few)
 DEFAULT_CAP_MB = 1024  # converted graphs + compiled OpenVINO blobs, all together
 RUNTIMES = ("onnxruntime", "openvino")
 _LOCK = threading.Lock()
