@@ -97,8 +97,12 @@ def texture(kind: str, size=(640, 480), seed=0) -> np.ndarray:
                 c = np.array([150, 62, 45], np.float32) + rng.integers(-30, 31, 3)
                 out[y0 + 3: y0 + bh, max(0, x0 + 3): max(0, x0 + bw)] = c
         out += (_noise(rng, h, w, 2) - 0.5) * 40 + (_noise(rng, h, w, 40) - 0.5) * 30
+    elif kind == "plain":  # a studio backdrop: a soft vertical gradient, a little noise
+        t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+        top, bottom = rng.integers(150, 235, 3), rng.integers(120, 220, 3)
+        out = top * (1 - t) + bottom * t + np.zeros((h, w, 3), np.float32) + rng.normal(0, 2, (h, w, 3))
     else:
-        raise ValueError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES)}")
+        raise ValueError(f"unknown texture {kind!r}; known: {', '.join(TEXTURES)}, plain")
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -160,7 +164,7 @@ def scene(kind: str, size=(640, 480), seed=0, n_objects: int | None = None):
     """(image, [(category, box, true mask HxW bool), ...]) for one scene. Boxes are (x0, y0, x1, y1),
     the tight bounds of each true mask; objects never overlap."""
     w, h = size
-    rng = np.random.default_rng(seed + 1000 * TEXTURES.index(kind))
+    rng = np.random.default_rng(seed + 1000 * (TEXTURES + ("plain",)).index(kind))
     bg = texture(kind, size, seed)
     img = bg.copy()
     cats = objects(seed)
@@ -195,19 +199,19 @@ def scene(kind: str, size=(640, 480), seed=0, n_objects: int | None = None):
     return out, placed
 
 
-def scenes(count=8, size=(640, 480)):
+def scenes(count=8, size=(640, 480), kinds=TEXTURES, n_objects: int | None = None):
     for i in range(count):
-        kind = TEXTURES[i % len(TEXTURES)]
-        img, placed = scene(kind, size, seed=i)
+        kind = kinds[i % len(kinds)]
+        img, placed = scene(kind, size, seed=i, n_objects=n_objects)
         yield f"{kind}_{i:02d}", img, placed
 
 
-def write_yolo(out: Path, count=8, size=(640, 480)) -> Path:
+def write_yolo(out: Path, count=8, size=(640, 480), kinds=TEXTURES, n_objects: int | None = None) -> Path:
     out = Path(out)
     names = sorted({name for name, *_ in objects()})
     for sub in ("images/train", "labels/train", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for stem, img, placed in scenes(count, size):
+    for stem, img, placed in scenes(count, size, kinds, n_objects):
         img.save(out / "images/train" / f"{stem}.png")
         w, h = size
         lines = []
@@ -226,9 +230,11 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--count", type=int, default=8)
     ap.add_argument("--size", default="640x480")
+    ap.add_argument("--kinds", default=",".join(TEXTURES), help=f"backgrounds, in turn: {', '.join(TEXTURES)}, plain")
+    ap.add_argument("--objects", type=int, default=None, help="objects per scene (default: 3-4)")
     args = ap.parse_args()
     w, h = map(int, args.size.lower().split("x"))
-    out = write_yolo(Path(args.out), args.count, (w, h))
+    out = write_yolo(Path(args.out), args.count, (w, h), tuple(args.kinds.split(",")), args.objects)
     print(f"wrote {args.count} scenes to {out}", file=sys.stderr)
 
 
