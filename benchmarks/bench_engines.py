@@ -24,7 +24,7 @@ from pathlib import Path
 
 from backdrop.config import PipelineConfig, preset
 from backdrop.engine.local import run_local
-from backdrop.engine.work import Job
+from backdrop.job import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "examples" / "datasets" / "yolo-cells"

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from backdrop.cli import app
 from backdrop.datasets import open_dataset
-from backdrop.pipeline import item_seed, variant_seed
+from backdrop.seeds import item_seed, variant_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 160, 120
@@ -171,7 +171,7 @@ def test_yolo_unlabelled_things_outside_boxes_become_background(yolo_run):
 
 def test_yolo_seeds_derive_from_relative_paths(yolo_run):
     _, out, _, _ = yolo_run
-    from backdrop.pipeline import retry_seed
+    from backdrop.seeds import retry_seed
 
     for m in manifest(out):
         if m.get("variant"):

@@ -196,7 +196,7 @@ def test_cli_uses_config_file_and_flags_override_it(tmp_path):
     assert rec["config"]["variants"] == 2 and rec["config"]["seed"] == 11
     assert rec["config"]["refine"]["style"] == "microscopy"
     assert rec["config"]["generate"]["patch"] == 32 and rec["config"]["composite"]["feather"] == 0
-    from backdrop.pipeline import item_seed
+    from backdrop.seeds import item_seed
 
     s = item_seed(11, "scene.png")
     assert [v["seed"] for v in rec["variants"]] == [s, s + 1]

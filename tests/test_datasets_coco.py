@@ -13,7 +13,7 @@ from pycocotools import mask as mu
 from pycocotools.coco import COCO
 
 from backdrop.datasets import FORMATS, detect, open_dataset
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 from backdrop.errors import InputError
 
 W, H = 64, 48

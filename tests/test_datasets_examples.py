@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from backdrop.datasets import detect, open_dataset
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 
 ROOT = Path(__file__).resolve().parent.parent
 EX = ROOT / "examples" / "datasets"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from backdrop.datasets import FORMATS, Item, Labels, Obj, detect, open_dataset
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 from backdrop.errors import InputError
 
 

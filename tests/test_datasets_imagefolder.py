@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from backdrop.datasets import FORMATS, detect, open_dataset
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 from backdrop.errors import InputError
 
 # The datasets docs ("Create an image dataset"): a text feature, and object-detection metadata

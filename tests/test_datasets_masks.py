@@ -10,7 +10,7 @@ from PIL import Image
 
 from backdrop.datasets import FORMATS, detect, open_dataset
 from backdrop.datasets.masks import mask_rel_for
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 
 W, H = 32, 24
 

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from backdrop.datasets import FORMATS, Labels, detect, open_dataset
-from backdrop.datasets.reference import write_copies
+from writers import write_copies
 from backdrop.datasets.yolo import label_rel_for
 from backdrop.errors import InputError
 

@@ -361,7 +361,7 @@ def test_cli_runs_sd_inpaint_and_git_from_local_folders(tmp_path, tiny_sd_inpain
     assert run["backends"]["generate"]["name"] == "sd-inpaint"
     assert run["backends"]["generate"]["model"] == str(tiny_sd_inpaint)
     assert run["backends"]["caption"]["name"] == "git" and isinstance(run["caption"], str)
-    from backdrop.pipeline import item_seed
+    from backdrop.seeds import item_seed
 
     s = item_seed(5, "thing.png")  # the image's own seed, from the base seed and its name
     assert [v["seed"] for v in run["variants"]] == [s, s + 1]

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from backdrop.config import PipelineConfig, preset
-from backdrop.engine.work import Job
+from backdrop.job import Job
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Ray Data itself warns about its own deprecated context fields when it copies the context
@@ -212,7 +212,7 @@ def test_cli_augment_engine_ray(ray_local, tmp_path):
 DRIVER = """
 import sys
 from backdrop.config import PipelineConfig, preset
-from backdrop.engine.work import Job
+from backdrop.job import Job
 from backdrop.engine.ray import run_ray
 
 def seen(o):
@@ -355,7 +355,7 @@ def test_without_the_extra_engine_ray_is_one_line_naming_it(tmp_path):
 import sys
 sys.modules["ray"] = None
 from backdrop.config import PipelineConfig, preset
-from backdrop.engine.work import Job
+from backdrop.job import Job
 from backdrop.engine.ray import run_ray
 from backdrop.errors import MissingDependencyError
 try:

@@ -20,7 +20,8 @@ from PIL import Image
 
 import make_bad_inputs as bad
 from backdrop.errors import InputError
-from backdrop.images import atomic_write_bytes, collect_inputs, load_bytes, load_image, normalise
+from backdrop.images import collect_inputs, load_bytes, load_image, normalise
+from backdrop.outputs import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 import make_bad_inputs as bad
 from backdrop.cli import app
 from backdrop.images import load_bytes, load_image
-from backdrop.metadata import format_metadata, metadata_json, read_metadata, safe_text, save_image
+from backdrop.metadata import format_metadata, metadata_json, read_metadata, safe_text
+from writers import save_image
 
 BOMB_SIZE = 500 * 2**20  # decompressed bytes of the zTXt bomb
 ESCAPES = (

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-import backdrop.images as images_mod
+import backdrop.outputs as outputs_mod
 from backdrop.metadata import (
     IPTC_BASE,
     SOURCE_TYPES,
@@ -23,9 +23,9 @@ from backdrop.metadata import (
     format_metadata,
     parse_a1111,
     read_metadata,
-    save_image,
     xmp_packet,
 )
+from writers import save_image
 
 IMG = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8), "RGB")
 RECORD = {"config": {"variants": 2, "seed": 5}, "backends": {"generate": {"name": "texture"}}, "seeds": [5, 6],
@@ -246,7 +246,7 @@ def test_save_failure_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(outputs_mod.os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
         save_image(IMG, target, parameters="new")
     monkeypatch.undo()

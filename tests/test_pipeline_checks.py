@@ -9,12 +9,14 @@ from PIL import Image
 import make_bad_inputs as bad
 from backdrop import Pipeline, PipelineConfig
 from backdrop.config import ChecksConfig, preset
-from backdrop.pipeline import retry_seed
+from backdrop.seeds import retry_seed
+from backdrop.stages import Generator
 
 
-class CopyingGenerator:
+class CopyingGenerator(Generator):
     """Paints a copy of the kept object into the background for the seeds it is told to (as SD
-    sometimes does); a plain blue-green background of a colour drawn from the seed otherwise."""
+    sometimes does); a plain blue-green background of a colour drawn from the seed otherwise. Written
+    to the contract (backdrop.stages.Generator)."""
 
     name = "copying"
     generative = False

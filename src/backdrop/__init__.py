@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .config import (
     CaptionConfig,
     CompositeConfig,
@@ -21,7 +20,7 @@ from .config import (
 )
 from .engine import augment
 from .errors import BackdropError
-from .pipeline import Pipeline
+from .items import Pipeline
 from .types import Prompt, Result, Variant
 
 __all__ = [

@@ -6,14 +6,14 @@ Errors print one line and exit non-zero; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from .errors import BackdropError
+from .cli_common import fail as _fail  # noqa: F401 - the names commands here use
+from .cli_common import guarded
+from .cli_common import setup_logging as _setup_logging
 
 app = typer.Typer(
     add_completion=False,
@@ -24,78 +24,23 @@ app = typer.Typer(
 log = logging.getLogger("backdrop")
 
 
-class _ConsoleFormatter(logging.Formatter):
-    """The plan of a run (INFO: what was found, what will be done, progress) as plain lines; what
-    a user should act on as ``warning: ...``, failures as ``error: ...`` (as the CLI's own error
-    lines), details (``-v``) as ``debug: ...``."""
-
-    PREFIX = {logging.DEBUG: "debug: ", logging.INFO: "", logging.WARNING: "warning: ", logging.ERROR: "error: "}
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = max((lv for lv in self.PREFIX if lv <= record.levelno), default=logging.DEBUG)
-        return self.PREFIX[level] + super().format(record)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time: while a progress bar is shown, rich puts
-    its own stream there, which prints the line above the bar instead of through it."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D401
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    # default: the plan (INFO) and warnings; -v: each item's details too; -vv: and the model
-    # libraries' own notices; -q: errors only
-    level = logging.ERROR if quiet else (logging.INFO, logging.DEBUG, logging.DEBUG)[min(verbose, 2)]
-    handler = _StderrHandler()
-    handler.setFormatter(_ConsoleFormatter("%(message)s"))
-    handler.setLevel(level)
-    root = logging.getLogger("backdrop")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    if verbose < 2:  # model libraries' own notices (e.g. "requires torchvision ... falling back") are noise here
-        for var in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
-            os.environ.setdefault(var, "error")
-
-
-def _fail(exc: BaseException, debug: bool) -> None:
-    """Print one line for ``exc`` (or the traceback with --debug) and exit non-zero."""
-    if debug:
-        raise exc
-    if isinstance(exc, BackdropError):
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code)
-    typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-    raise typer.Exit(1)
-
-
-def guarded(debug: bool, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except (typer.Exit, typer.Abort):
-        raise
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130)
-    except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into a line
-        _fail(exc, debug)
-
-
 def _names(registry_attr: str) -> str:
     from importlib import import_module
 
     module, attr = registry_attr.split(":")
     return ", ".join(getattr(import_module(f"backdrop.{module}"), attr).names())
+
+
+def _formats() -> Any:
+    from .datasets import FORMATS  # the registry: help, choices and messages come from it
+
+    return FORMATS
+
+
+def _presets() -> str:
+    from .config import PRESETS
+
+    return ", ".join(PRESETS)
 
 
 @app.command()
@@ -104,7 +49,7 @@ def run(
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder; each image gets OUT/<name>/"),
     variants: Optional[int] = typer.Option(None, "--variants", "-n", help="new backgrounds per image [default: 1]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed: each image's seed derives from it and the image's path; drawn and recorded if not given"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed (the original model design), fast (LCM/Turbo) or quality"),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()} (see the README's table)"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend: auto, {_names('segment:SEGMENTERS')}"),
     inpainter: Optional[str] = typer.Option(None, "--inpainter", help=f"inpaint backend: {_names('inpaint:INPAINTERS')}"),
@@ -172,10 +117,10 @@ def run(
                          "vae_tiling": vae_tiling, "runtime": runtime, "openvino_precision": openvino_precision},
             "composite": {"harmonize": harmonize, "feather": feather},
         }))
-    from .engine.work import Job
+    from .job import Job
 
-    job = Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs), overwrite=overwrite,
-              mask_cache=_cache_option(mask_cache))
+    job = guarded(debug, lambda: Job(config=cfg, out=str(out), kind="run", inputs=tuple(str(i) for i in inputs),
+                                     overwrite=overwrite, mask_cache=_cache_option(mask_cache)))
     _run_job(job, engine="local", quiet=quiet, debug=debug)
 
 
@@ -204,7 +149,7 @@ def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: 
 def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
     """Plan, load, run and report a job; exits with the summary's code."""
     def start():
-        from .engine.work import start as start_job
+        from .items import start as start_job
 
         if engine == "ray":  # a missing extra is one line before any output folder exists
             from .registry import require
@@ -241,21 +186,17 @@ def _cache_option(value: str) -> Optional[str]:
     return None if value.lower() in ("off", "none", "no", "") else value
 
 
-def _exit_code(exc: BaseException) -> int:
-    return exc.exit_code if isinstance(exc, BackdropError) else 1
-
-
 def _str(p: Optional[Path]) -> Optional[str]:
     return None if p is None else str(p)
 
 
 @app.command()
 def augment(
-    source: Path = typer.Argument(..., help="the data set's root folder (YOLO, COCO, class folders, imagefolder, image+mask pairs, plain)"),
+    source: Path = typer.Argument(..., help=f"the data set's root folder: {_formats().looked_for()}"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="the new data set's folder [default: SOURCE-backdrop beside it]"),
     variants: int = typer.Option(3, "--variants", "-n", help="new images per training image"),
     seed: Optional[int] = typer.Option(None, "--seed", help="base seed; each image's seed derives from it and its relative path"),
-    fmt: str = typer.Option("auto", "--format", help="auto, yolo, coco, folders, imagefolder, masks, plain"),
+    fmt: str = typer.Option("auto", "--format", help=_formats().choices()),
     splits: str = typer.Option("train", "--splits", help="comma-separated splits to augment; the others are copied unchanged"),
     copy_other_splits: bool = typer.Option(True, "--copy-other-splits/--drop-other-splits", help="copy val/test unchanged, or leave them out"),
     include_originals: bool = typer.Option(False, "--include-originals", help="put the source images in the new set too"),
@@ -269,7 +210,7 @@ def augment(
     seg_size: Optional[int] = typer.Option(None, "--seg-size", help="ISNet input side, a multiple of 32 (smaller is faster; see README's bench_isnet table) [default: 1024]"),
     seg_runtime: Optional[str] = typer.Option(None, "--seg-runtime", help="what runs ISNet: onnxruntime or openvino (compiled once, cached)"),
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="default, offline, seed, ..."),
+    preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()}"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
     generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend (images without mask labels): auto, {_names('segment:SEGMENTERS')}"),
@@ -298,17 +239,12 @@ def augment(
 
     def build():
         from .config import ConfigError
-        from .engine.work import Job
+        from .job import Job
         from .generate import GENERATORS
 
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
-        if image_format not in ("same", "png", "jpg"):
-            raise ConfigError(f"--image-format: expected same, png or jpg, got {image_format!r}")
-        if box_fallback not in ("box", "skip"):
-            raise ConfigError(f"--box-fallback: expected box or skip, got {box_fallback!r}")
-        if not 1 <= quality <= 100:
-            raise ConfigError(f"--quality: expected 1 to 100, got {quality}")
+        # the Job checks every one of its options (image format, quality, box fallback, splits, ...)
         gen = generator
         if gen is None and not config_file and not preset:
             # data sets: backgrounds that are new (domain randomisation) unless a pool or model is given
@@ -326,8 +262,6 @@ def augment(
                            })
         dst = out or source.resolve().parent / f"{source.resolve().name}-backdrop"
         wanted = tuple(x.strip() for x in splits.split(",") if x.strip())
-        if not wanted:
-            raise ConfigError("--splits: name at least one split (e.g. train)")
         if dst.resolve() == source.resolve() or source.resolve() in dst.resolve().parents:
             raise ConfigError(f"--out {dst} is inside the source set {source}; choose a folder outside it")
         return Job(config=cfg, out=str(dst), kind="dataset", inputs=(str(source),), format=fmt, splits=wanted,

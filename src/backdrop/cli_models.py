@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import models as store
+from .cli_common import guarded
 
 models_app = typer.Typer(
     name="models",
@@ -37,8 +38,6 @@ def _one_line_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from .cli import guarded  # imported late: cli.py mounts this sub-app at import
-
         return guarded(False, lambda: func(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]

@@ -43,7 +43,7 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class InpaintConfig:
-    backend: str = "telea"  # registry name: "telea" or "ns" (OpenCV)
+    backend: str = "telea"  # a name in backdrop.inpaint.INPAINTERS
     radius: int = 5  # cv2.inpaint neighbourhood radius, in pixels
     dilate: int = 7  # grow the mask by this many pixels first so the object's halo is removed too
     max_side: int = 768  # holes are filled at most at this resolution, then upsampled inside the hole only
@@ -51,7 +51,7 @@ class InpaintConfig:
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    backend: str = "describe"  # registry name: "describe" (no weights) or "git"
+    backend: str = "describe"  # a name in backdrop.caption.CAPTIONERS
     model: str = "microsoft/git-large-coco"  # git: model id or local folder (GIT or BLIP captioners)
     max_tokens: int = 30  # git: longest caption, in tokens
     device: Device = "auto"
@@ -73,7 +73,7 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    backend: str = "texture"  # registry name: texture, random, pool, sd-txt2img, sd-inpaint, sd-img2img
+    backend: str = "texture"  # a name in backdrop.generate.GENERATORS (`backdrop backends` lists them)
     model: Optional[str] = None  # sd-*: model id, local folder or store name (None: the backend's default)
     profile: Profile = "auto"  # sd-*: model family whose defaults fill unset steps/guidance/scheduler/size
     steps: Optional[int] = None  # sd-*: denoising steps (None: the profile's, e.g. 30 for SD 1.5, 1 for Turbo)
@@ -337,6 +337,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      "scheduler": "dpm++"},
     },
 }
+
+
+def register_preset(name: str, overrides: dict[str, dict[str, Any]], *, replace: bool = False) -> None:
+    """Add a named config (``--preset NAME``): stage -> field overrides, as in :data:`PRESETS`."""
+    if name in PRESETS and not replace:
+        raise ConfigError(f"preset {name!r} already exists")
+    PRESETS[name] = overrides
 
 
 def preset(name: str, base: PipelineConfig | None = None) -> PipelineConfig:

@@ -5,8 +5,9 @@ message on one line and exits non-zero (``--debug`` shows the traceback).
 
     BackdropError
     ├── InputError                  an input image cannot be used (missing, unreadable, too big, ...)
-    ├── ConfigError                 an option or config value is invalid
-    │   └── UnknownBackendError     a backend name that no registry knows
+    ├── ConfigError                 an option or config value is invalid (also a ValueError)
+    │   ├── UnknownBackendError     a backend name that no registry knows
+    │   └── JobOptionError          a Job option (augment/run) is invalid: names the option and its flag
     ├── MissingDependencyError      an optional extra is not installed
     ├── ModelError                  a model cannot be used
     │   ├── ModelNotFoundError      not in the store / cache and not reachable
@@ -31,14 +32,24 @@ class InputError(BackdropError):
     exit_code = 2
 
 
-class ConfigError(BackdropError):
-    """An option or config value is invalid: says what was expected, what came, how to fix it."""
+class ConfigError(BackdropError, ValueError):
+    """An option or config value is invalid: says what was expected, what came, how to fix it.
+    A ValueError too, so Python callers can catch a bad value the usual way."""
 
     exit_code = 2
 
 
 class UnknownBackendError(ConfigError):
     """A backend name that the stage's registry does not know; the message lists valid names."""
+
+
+class JobOptionError(ConfigError):
+    """An option of a run or augment job is invalid. ``option`` is its Python name; the message
+    names it with its CLI flag and the values allowed."""
+
+    def __init__(self, option: str, problem: str, flag: str | None = None):
+        self.option = option
+        super().__init__(f"{option} ({flag}): {problem}" if flag else f"{option}: {problem}")
 
 
 class MissingDependencyError(BackdropError):

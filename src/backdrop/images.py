@@ -1,4 +1,4 @@
-"""Loading, validating and normalising input images; atomic writes.
+"""Loading, validating and normalising input images (atomic writes live in :mod:`backdrop.outputs`).
 
 Every input becomes an upright 8-bit RGB ``PIL.Image`` or an :class:`InputError` with one line
 saying what is wrong. Sizes are checked from the header, before the pixels are decoded, so a
@@ -12,10 +12,8 @@ decompression bomb is refused cheaply.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -146,7 +144,7 @@ def load_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int = 60_000_
     # such chunks are dropped, with a note, so metadata never makes a good image unreadable.
     from PIL import PngImagePlugin
 
-    from .metadata import png_without_unsafe_chunks
+    from .pngtext import png_without_unsafe_chunks
 
     n_bytes = len(data)
     data, dropped = png_without_unsafe_chunks(
@@ -264,30 +262,3 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, str | None]:
     if mode == "CMYK":
         return im.convert("RGB"), "CMYK converted to RGB"
     return im.convert("RGB"), (f"{mode} converted to RGB" if mode not in ("L", "P") else None)
-
-
-# -- atomic output -------------------------------------------------------------------------------
-
-
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once, at import, so no thread sees the briefly changed value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

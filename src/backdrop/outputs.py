@@ -53,13 +53,16 @@ MANIFEST = "manifest.jsonl"
 PROTOCOL = 1
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
     os.umask(mask)
     return mask
 
 
-_UMASK = _umask()
+# Read once, at import, and nowhere else in backdrop: setting the umask to read it changes it for
+# every thread of the process for that moment, so no other module may do it.
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK  # what an ordinary new file gets (mkstemp makes 0600)
 
 
 def key_hash(key: str) -> str:
@@ -248,7 +251,7 @@ class OutputSet:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp, FILE_MODE)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.link(tmp, final)
         except FileExistsError:
@@ -283,7 +286,7 @@ class OutputSet:
         try:
             with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
                 yield fh
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -530,7 +533,7 @@ def write_new(path: str | Path, data: bytes) -> bool:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, FILE_MODE)
         os.link(tmp, path)
         return True
     except FileExistsError:
@@ -544,3 +547,64 @@ def write_new(path: str | Path, data: bytes) -> bool:
 
 def fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# -- atomic writes outside an output set ----------------------------------------------------------
+# The one home of backdrop's atomic writes: the output set's methods above (no-replace links and
+# replaced index files), write_new (no-replace, anywhere), and these (replace) for the files a
+# data set format writes, the studio and the model store.
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write or replace ``path`` with ``data`` through a temporary file beside it and one rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path, *, newline: str | None = None) -> Iterator[Any]:
+    """A text stream (UTF-8) that atomically becomes ``path`` when the block ends without error
+    (its folder is made if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy a file byte for byte through a temporary file and one rename (its folder made if needed)."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(dst), Path(src).read_bytes())
+
+
+def install_file(tmp: str | Path, dest: str | Path, *, mode: int | None = None) -> None:
+    """Move a finished temporary file (made beside ``dest``) into place, replacing ``dest``;
+    ``mode`` (default: an ordinary file's) is set first, so the file never appears as 0600."""
+    os.chmod(tmp, FILE_MODE if mode is None else mode)
+    os.replace(tmp, dest)
+
+
+def install_dir(tmp: str | Path, dest: str | Path) -> None:
+    """Move a finished temporary folder (made beside ``dest``) into place; a ``dest`` already there
+    (backdrop's own cache or store entry, incomplete) is removed first."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)

@@ -1,4 +1,4 @@
-"""The background pipeline: segment → inpaint → caption → refine → generate → composite → save.
+"""The stage pipeline: segment → inpaint → caption → refine → generate → composite, for one image.
 
 >>> from backdrop import Pipeline, PipelineConfig
 >>> pipe = Pipeline.from_config(PipelineConfig(variants=2, seed=7))     # doctest: +SKIP
@@ -6,6 +6,9 @@
 >>> [v.seed for v in result.variants]                                   # doctest: +SKIP
 [7, 8]
 >>> pipe.save(result, "out")                                            # doctest: +SKIP
+
+This module is the stages of one image and nothing else: no files written, no engine. Writing
+(``save``, ``process``) is :mod:`backdrop.items`, whose ``Pipeline`` subclass is ``backdrop.Pipeline``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import platform
-import secrets
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -37,7 +39,9 @@ from .models import find as find_model
 from .models import path as model_path
 from .refine import REFINERS
 from .registry import has_module
+from .seeds import draw_seed, item_seed, retry_seed, variant_seed  # noqa: F401 - item_seed: the old home
 from .segment import SEGMENTERS
+from .stages import Backend, Skipped, adopt
 from .types import GenerateRequest, Prompt, Result, Variant
 
 log = logging.getLogger(__name__)
@@ -48,35 +52,6 @@ StageProgress = Callable[[str, int, int], None]
 # Store models the "auto" stages look for, best first.
 AUTO_SEGMENT_MODELS = ("isnet-medium", "isnet-small")
 AUTO_REFINE_MODELS = ("smollm2-135m-instruct",)
-
-
-def variant_seed(base: int, k: int) -> int:
-    """Seed of variant ``k`` (1-based): ``base + k - 1``, as A1111 numbers a batch."""
-    return (base + k - 1) % 2**32
-
-
-def retry_seed(seed: int, attempt: int) -> int:
-    """The seed of a variant's ``attempt``-th regeneration after a failed background check: far
-    from every other variant's seed (``seed + k`` would repeat the next variant's background)."""
-    return (seed + attempt * 0x9E3779B1) % 2**32
-
-
-def item_seed(base: int, rel: str) -> int:
-    """An image's own seed: from the run's base seed and the image's path relative to its data
-    set root, so every image gets other backgrounds, and reordering, resuming, sharding or adding
-    files changes no image's seed.
-
-    >>> item_seed(7, "train/cat/001.jpg") == item_seed(7, "train/cat/001.jpg") != item_seed(7, "train/dog/001.jpg")
-    True
-    """
-    import hashlib
-
-    digest = hashlib.sha256(f"{int(base)}\0{rel}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def draw_seed() -> int:
-    return secrets.randbelow(2**31)
 
 
 class Pipeline:
@@ -96,13 +71,14 @@ class Pipeline:
         all_stages: bool = False,
     ):
         self.config = config
-        self.segmenter = segmenter
-        self.inpainter = inpainter
-        self.captioner = captioner
-        self.refiner = refiner
-        self.generator = generator
+        # every stage as its contract (backdrop.stages): a caller's own object is adopted once
+        self.segmenter = adopt(segmenter, "segment")
+        self.inpainter = adopt(inpainter, "inpaint")
+        self.captioner = adopt(captioner, "caption")
+        self.refiner = adopt(refiner, "refine")
+        self.generator = adopt(generator, "generate")
         self.notices = list(notices or [])
-        self.skipped = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
+        self.skipped = {**({} if all_stages else skipped_stages(config, self.generator)), **(skip or {})}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -128,6 +104,7 @@ class Pipeline:
         if generator is None:
             GENERATORS.check_name(config.generate.backend)
             generator = GENERATORS.create(config.generate.backend, config.generate)
+        generator = adopt(generator, "generate")  # a caller's own object: read what it declares, once
         skip = {**({} if all_stages else skipped_stages(config, generator)), **(skip or {})}
         config, notices = resolve_auto(config, skip=skip)
         for stage, registry, given in (
@@ -145,16 +122,19 @@ class Pipeline:
             get_style(config.refine.style, config.refine.styles_file)  # likewise a style that does not exist
         for note in notices:
             log.warning(note)
+        def build(stage: str, given: Any, registry: Any, sub: Any) -> Any:
+            if given is not None:
+                return adopt(given, stage)
+            if stage in skip and stage != "inpaint":  # nobody reads it: neither built nor loaded
+                return Skipped(stage, skip[stage])
+            return adopt(registry.create(sub.backend, sub), stage)
+
         return cls(
             config,
-            segmenter=segmenter or (Skipped("segment", skip["segment"]) if "segment" in skip
-                                    else SEGMENTERS.create(config.segment.backend, config.segment)),
-            inpainter=inpainter or INPAINTERS.create(config.inpaint.backend, config.inpaint),
-            # a stage whose output nobody reads is neither built nor loaded (its model may be absent)
-            captioner=captioner or (Skipped("caption", skip["caption"]) if "caption" in skip
-                                    else CAPTIONERS.create(config.caption.backend, config.caption)),
-            refiner=refiner or (Skipped("refine", skip["refine"]) if "refine" in skip
-                                else REFINERS.create(config.refine.backend, config.refine)),
+            segmenter=build("segment", segmenter, SEGMENTERS, config.segment),
+            inpainter=build("inpaint", inpainter, INPAINTERS, config.inpaint),
+            captioner=build("caption", captioner, CAPTIONERS, config.caption),
+            refiner=build("refine", refiner, REFINERS, config.refine),
             generator=generator,
             notices=notices,
             skip=skip,
@@ -164,39 +144,36 @@ class Pipeline:
     def load(self) -> "Pipeline":
         """Load every model now (they load lazily otherwise), so a missing model fails once, up
         front, rather than on each image of a batch. Returns the pipeline."""
-        for stage, attr in _ATTR.items():
-            if stage in self.skipped:
-                continue
-            load = getattr(getattr(self, attr), "load", None)
-            if callable(load):
-                load()
+        for stage, backend in self.stages().items():
+            if stage not in self.skipped:
+                backend.load()
         return self
+
+    def stages(self) -> dict[str, Backend]:
+        """The backend of each stage, in pipeline order."""
+        return {"segment": self.segmenter, "inpaint": self.inpainter, "caption": self.captioner,
+                "refine": self.refiner, "generate": self.generator}
 
     def backends(self) -> dict[str, dict[str, Any]]:
         """Which backend runs each stage, with what each reports about itself."""
         out: dict[str, dict[str, Any]] = {}
-        for stage, attr in _ATTR.items():
-            backend = getattr(self, attr)
+        for stage, backend in self.stages().items():
             if stage in self.skipped:
-                out[stage] = {"name": getattr(backend, "name", "-"), "skipped": self.skipped[stage]}
+                out[stage] = {"name": backend.name or "-", "skipped": self.skipped[stage]}
                 continue
-            info = {"name": getattr(backend, "name", type(backend).__name__)}
-            describe = getattr(backend, "describe", None)
-            if callable(describe):
-                info.update(describe())
-            out[stage] = info
+            out[stage] = {"name": backend.name or type(backend).__name__, **backend.describe()}
         return out
 
     @property
     def needs_background(self) -> bool:
         """Whether a stage reads the clean background: the captioner, or a generator that
         samples or repaints it (random and pool make backgrounds of their own)."""
-        return bool(getattr(self.generator, "uses_background", True)) or "caption" not in self.skipped
+        return self.generator.uses_background or "caption" not in self.skipped
 
     @property
     def uses_prompt(self) -> bool:
         """Whether the generator reads the prompt (texture, pool and random do not)."""
-        return bool(getattr(self.generator, "uses_prompt", True))
+        return self.generator.uses_prompt
 
     # -- one image --------------------------------------------------------------------------------
     def __call__(
@@ -259,7 +236,7 @@ class Pipeline:
             # 2. inpaint: the clean background (the object's hole filled), when someone reads it
             if background or self.needs_background:
                 prep.background = prep.timed("inpaint", lambda: self.inpainter(img, prep.mask))
-            prep.known = _known_background(prep.mask, cfg.inpaint.dilate)
+            prep.known = known_background(prep.mask, cfg.inpaint.dilate)
             # 3-4. caption and refine, unless the prompt is fixed or the generator ignores it
             if not self.uses_prompt:  # no prompt is recorded as if it had made the image
                 prep.prompt = Prompt("", "")
@@ -272,6 +249,14 @@ class Pipeline:
                     prep.prompt = Prompt(prep.prompt.positive, cfg.negative)
         prep.warnings, prep.notes = rec["warnings"], rec["notes"]
         return prep
+
+    def remask(self, prep: "Prepared", mask: Image.Image) -> None:
+        """Give ``prep`` another foreground ``mask`` after :meth:`prepare` (a data set's box
+        fallback): the clean background (when one was made) and the known pixels follow it."""
+        prep.mask = _binary_mask(mask, prep.image.size)
+        if prep.background is not None:
+            prep.background = prep.timed("inpaint", lambda: self.inpainter(prep.image, prep.mask))
+        prep.known = known_background(prep.mask, self.config.inpaint.dilate)
 
     def variants(
         self,
@@ -303,7 +288,7 @@ class Pipeline:
                     )
                     for i in chunk
                 ]
-                if len(requests) > 1 and callable(getattr(gen, "generate_batch", None)):
+                if len(requests) > 1 and gen.batched:
                     images = prep.timed("generate", lambda: gen.generate_batch(requests))
                 else:
                     images = [prep.timed("generate", lambda r=r: gen(r)) for r in requests]
@@ -332,7 +317,7 @@ class Pipeline:
             from .checks import BackgroundChecker
 
             cfg = self.config.checks
-            if getattr(self.generator, "keeps_background_colours", False):
+            if self.generator.keeps_background_colours:
                 # texture re-synthesises the image's own background by design: its variants look
                 # like the old background and like each other, so these two checks always fire
                 cfg = replace(cfg, too_close=False, near_duplicate=False)
@@ -395,7 +380,7 @@ class Pipeline:
         """How one variant's images are labelled: the A1111 ``parameters`` text and the IPTC
         source types of its background and composite (model-made or not)."""
         gen = self.generator
-        generative = bool(getattr(gen, "generative", False))
+        generative = gen.generative
         described = result.backends.get("generate", {})
         extra = dict(described.get("a1111") or {}) if generative else {}
         suffix = extra.pop("prompt_suffix", "")  # LoRA tags, as A1111 writes them: <lora:name:scale>
@@ -407,40 +392,10 @@ class Pipeline:
             seed=variant.seed, size=(described.get("size") if generative else None) or result.image.size,
             model=described.get("model"), extra=extra or None,
         )
-        background = getattr(gen, "background_source_type", None) or (
+        background = gen.background_source_type or (
             "trainedAlgorithmicMedia" if generative else "algorithmicMedia")
         composite = "compositeWithTrainedAlgorithmicMedia" if generative else "compositeSynthetic"
         return {"parameters": parameters, "background": background, "composite": composite}
-
-    def save(self, result: Result, out_dir: str | Path, *, name: str = "image", overwrite: bool = False,
-             log_text: str = "") -> Path:
-        """Write one result into ``out_dir/name/`` (see the README's output layout) through the
-        output protocol: no-replace, resumable, ``overwrite`` replaces only backdrop's own files."""
-        from .engine.work import save_result
-
-        return save_result(self, result, out_dir, name=name, overwrite=overwrite, log_text=log_text)
-
-    def process(self, path: str | Path, out_dir: str | Path, *, name: str | None = None, seed: int | None = None,
-                overwrite: bool = False, on_progress: Optional[StageProgress] = None) -> Path:
-        """Load, run and save one image file into ``out_dir/name/`` (default: the file's stem),
-        writing each variant as it is made. ``seed`` is the image's own seed. Returns the folder."""
-        from .engine.work import Job, Task, Worker
-
-        path = Path(path)
-        name = name or path.stem
-        base = seed if seed is not None else (self.config.seed if self.config.seed is not None else draw_seed())
-        job = Job(config=replace(self.config, seed=base), out=str(out_dir), kind="run", overwrite=overwrite,
-                  base_seed=base)
-        plan = job.plan()
-        worker = Worker(plan.job, pipeline=self, out=plan.out)
-        try:
-            outcome = worker(Task(key=name, rel=path.name, path=str(path), seed=base), on_progress=on_progress)
-            plan.job.finalize(plan.out)
-        finally:
-            plan.close()
-        if outcome.status == "failed":
-            raise outcome.error
-        return Path(out_dir) / name
 
 
 @dataclass
@@ -474,23 +429,11 @@ class Prepared:
         return value
 
 
-class Skipped:
-    """Stands in for a stage that this run does not need: never built, never loaded."""
-
-    def __init__(self, stage: str, reason: str):
-        self.name = "-"
-        self.stage = stage
-        self.reason = reason
-
-    def __call__(self, *args: Any) -> Any:  # pragma: no cover - the pipeline never calls it
-        raise GenerationError(f"{self.stage} is skipped in this run ({self.reason})")
-
-
 def skipped_stages(config: PipelineConfig, generator: Any) -> dict[str, str]:
     """Stages whose output nobody reads: caption and refine when the prompt is fixed or the
     generator ignores it. Maps stage -> reason (recorded in run.json and the manifest)."""
-    if not getattr(generator, "uses_prompt", True):
-        why = f"the {getattr(generator, 'name', 'chosen')} generator does not read a prompt"
+    if not generator.uses_prompt:
+        why = f"the {generator.name or 'chosen'} generator does not read a prompt"
         return {"caption": why, "refine": why}
     if config.prompt is not None:
         return {"caption": "fixed prompt", "refine": "fixed prompt"}
@@ -498,17 +441,9 @@ def skipped_stages(config: PipelineConfig, generator: Any) -> dict[str, str]:
 
 
 def _batch_size(gen: Any, cfg: PipelineConfig) -> int:
-    if not callable(getattr(gen, "generate_batch", None)):
+    if not gen.batched:
         return 1
-    size = getattr(cfg.generate, "batch_size", 0) or 0
-    if size:
-        return size
-    pick = getattr(gen, "max_batch", None)
-    return int(pick()) if callable(pick) else int(getattr(gen, "batch_size", 1) or 1)
-
-
-_ATTR = {"segment": "segmenter", "inpaint": "inpainter", "caption": "captioner", "refine": "refiner",
-         "generate": "generator"}
+    return cfg.generate.batch_size or int(gen.max_batch())
 
 
 def resolve_auto(config: PipelineConfig, skip: dict[str, str] | None = None) -> tuple[PipelineConfig, list[str]]:
@@ -562,7 +497,7 @@ def _binary_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.where(arr >= 128, 255, 0).astype(np.uint8), "L")
 
 
-def _known_background(mask: Image.Image, dilate: int) -> Image.Image:
+def known_background(mask: Image.Image, dilate: int) -> Image.Image:
     """255 where the background pixels are real: outside the (dilated) hole the inpainter filled."""
     from .inpaint.opencv import hole_mask
 
@@ -577,7 +512,7 @@ def _rgb_at(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 
@@ -594,26 +529,3 @@ def package_versions() -> dict[str, str]:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
-
-
-class _capture_log:
-    """Collect the 'backdrop' logger's records, details (DEBUG) included, into a string: the
-    image's own log keeps what the console shows only with ``-v``."""
-
-    def __enter__(self):
-        import io
-
-        self.buffer = io.StringIO()
-        self.handler = logging.StreamHandler(self.buffer)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.logger = logging.getLogger("backdrop")
-        self.old_level = self.logger.level
-        if self.logger.getEffectiveLevel() > logging.DEBUG:
-            self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(self.handler)
-        return self.buffer
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self.old_level)
-        return False

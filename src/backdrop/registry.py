@@ -1,7 +1,10 @@
 """Registries of named backends, one per stage, imported lazily.
 
 A registry maps a backend name to a ``"module:Class"`` string. Nothing is imported until a
-backend is asked for, so ``import backdrop`` stays light. Each backend class has:
+backend is asked for, so ``import backdrop`` stays light. The registries are the only lists of
+backends: CLI help, ``backdrop backends``, error messages and the README's table (checked by a
+test) come from them; ``REGISTRY.register(name, "module:Class", "what it is")`` adds one.
+Each backend class subclasses its stage's contract (:mod:`backdrop.stages`) and has:
 
 - ``name``: its registry name;
 - ``__init__(self, config)``: built from its own stage's config dataclass only;
@@ -34,10 +37,23 @@ class Availability:
 class Registry:
     """Named backends of one stage."""
 
-    def __init__(self, stage: str, entries: dict[str, str], descriptions: dict[str, str] | None = None):
+    def __init__(self, stage: str, entries: dict[str, str | type], descriptions: dict[str, str] | None = None):
         self.stage = stage
         self._entries = dict(entries)
         self.descriptions = dict(descriptions or {})
+
+    def register(self, name: str, target: str | type, description: str = "", *, replace: bool = False) -> None:
+        """Add a backend: ``target`` is ``"package.module:Class"`` (imported when first asked for) or
+        the class itself. CLI help, ``backdrop backends`` and error messages list it from then on."""
+        if name in self._entries and not replace:
+            raise UnknownBackendError(f"{self.stage} backend {name!r} is already registered")
+        self._entries[name] = target
+        if description:
+            self.descriptions[name] = description
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+        self.descriptions.pop(name, None)
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -54,7 +70,10 @@ class Registry:
     def load(self, name: str) -> type:
         """Import and return the backend class registered as ``name``."""
         self.check_name(name)
-        module_name, _, attr = self._entries[name].partition(":")
+        target = self._entries[name]
+        if isinstance(target, type):
+            return target
+        module_name, _, attr = target.partition(":")
         module = importlib.import_module(module_name, package=__package__)
         return getattr(module, attr)
 

@@ -25,6 +25,7 @@ from PIL import Image
 from ..config import CaptionConfig
 from ..runlog import note
 from ..worksize import working_size
+from ..stages import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ def _periodicity(detail: np.ndarray, measures: dict[str, float]) -> tuple[bool, 
     return True, "diagonal"
 
 
-class DescribeCaptioner:
+class DescribeCaptioner(Captioner):
     """Caption a clean background from measurements alone (no weights, deterministic).
 
     >>> from PIL import Image

@@ -25,6 +25,7 @@ from ..config import CaptionConfig
 from ..devices import pick_device, pick_dtype
 from ..errors import ConfigError
 from ..registry import has_module, require
+from ..stages import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ EXTRA = "caption"
 _HINT = "or use --captioner describe (no weights)"
 
 
-class GitCaptioner:
+class GitCaptioner(Captioner):
     """``git``: an image-captioning transformer (GIT or BLIP) on the clean background."""
 
     name = "git"

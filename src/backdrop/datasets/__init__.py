@@ -1,6 +1,7 @@
 """Labelled data sets: read a set's images and labels, write the labels of an augmented copy.
 
-One module per format, each a :class:`DatasetFormat` (``detect`` + ``open``) in :data:`FORMATS`.
+One module per format, each a :class:`DatasetFormat` (``detect`` + ``open``) registered in
+:data:`FORMATS` (:mod:`.registry`), the one list of formats.
 ``open`` returns a :class:`Dataset` that streams :class:`Item` s (sorted by their path relative
 to the set's root, the identity that output names and seeds come from) and knows how to write
 the output set: the rel path of each variant (``variant_rel``), the label files beside it
@@ -17,27 +18,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from . import coco, folders, imagefolder, masks, yolo
 from .base import VARIANT_TAG, Dataset, DatasetFormat, Item, canonical_split
 from .labels import Labels, Obj
+from .registry import FORMATS, FormatRegistry
 
-__all__ = ["FORMATS", "Dataset", "DatasetFormat", "Item", "Labels", "Obj", "VARIANT_TAG",
-           "canonical_split", "detect", "open_dataset"]
-
-
-def _formats() -> dict[str, DatasetFormat]:
-    from . import coco, folders, imagefolder, masks, yolo
-
-    # detection order: the most specific layouts first; plain takes any folder of images
-    return {f.name: f for f in (yolo.FORMAT, coco.FORMAT, imagefolder.FORMAT, masks.FORMAT,
-                                folders.FORMAT, folders.PLAIN)}
+__all__ = ["FORMATS", "Dataset", "DatasetFormat", "FormatRegistry", "Item", "Labels", "Obj", "VARIANT_TAG",
+           "canonical_split", "detect", "open_dataset", "register_format"]
 
 
-FORMATS: dict[str, DatasetFormat] = _formats()
+# the built-in formats, most specific layouts first (plain, a fallback, is tried last whatever the order)
+for _fmt in (yolo.FORMAT, coco.FORMAT, imagefolder.FORMAT, masks.FORMAT, folders.FORMAT, folders.PLAIN):
+    FORMATS.register(_fmt)
+del _fmt
 
-_LOOKED_FOR = ("yolo (data.yaml, or images/ + labels/), coco (annotations/instances_<split>.json, "
-               "<split>/*.json or one *.json beside images/), imagefolder (metadata.jsonl/.csv), "
-               "masks (images/ + masks/), folders (class folders, split/class/file), "
-               "plain (any folder of images)")
+
+def register_format(fmt: DatasetFormat, *, replace: bool = False) -> DatasetFormat:
+    """Add a data set format (one module and this call): ``--format NAME``, ``--format auto``,
+    the help and the error messages take it from here."""
+    return FORMATS.register(fmt, replace=replace)
 
 
 def detect(root: str | Path) -> tuple[str, str]:
@@ -49,7 +48,7 @@ def detect(root: str | Path) -> tuple[str, str]:
         found = fmt.detect(root)
         if found:
             return name, found
-    raise InputError(f"{root}: no data set found; looked for {_LOOKED_FOR}")
+    raise InputError(f"{root}: no data set found; looked for {FORMATS.looked_for()}")
 
 
 def open_dataset(root: str | Path, format: str = "auto") -> Dataset:
@@ -59,5 +58,5 @@ def open_dataset(root: str | Path, format: str = "auto") -> Dataset:
         format, _ = detect(root)
     fmt = FORMATS.get(format)
     if fmt is None:
-        raise InputError(f"unknown data set format {format!r}; choose one of: auto, {', '.join(FORMATS)}")
+        raise InputError(f"unknown data set format {format!r}; choose one of: {FORMATS.choices()}")
     return fmt.open(root)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from ..images import IMAGE_SUFFIXES
 from .labels import Labels
@@ -35,7 +33,11 @@ class Item:
 
 
 class DatasetFormat(Protocol):
+    """What a format declares (register it in :data:`backdrop.datasets.FORMATS`)."""
+
     name: str
+    looks_for: str  # one phrase: what detect() recognises (the "no data set found" message lists them)
+    fallback: bool  # True: tried after every other format (plain)
 
     def detect(self, root: Path) -> str | None: ...
 
@@ -119,33 +121,6 @@ def norm_ext(ext: str | None, rel: str) -> str:
     if not ext:
         return PurePosixPath(rel).suffix
     return ext if ext.startswith(".") else "." + ext
-
-
-@contextlib.contextmanager
-def atomic_text(path: Path, *, newline: str | None = None) -> Iterator[IO[str]]:
-    """Write a text file through a temporary file beside it and one ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
-            yield fh
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy a file byte for byte through a temporary file and one ``os.replace``."""
-    from ..images import atomic_write_bytes
-
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(dst), Path(src).read_bytes())
 
 
 class Dataset:

@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import InputError
-from .base import (Dataset, Item, atomic_copy, atomic_text, canonical_split, has_images, image_size,
+from ..outputs import atomic_copy, atomic_text
+from .base import (Dataset, Item, canonical_split, has_images, image_size,
                    is_split_name, posix_rel)
 from .labels import Labels, Obj
 
@@ -365,6 +366,8 @@ def annotation_obj(a: dict, size: tuple[int, int], categories: set | None = None
 
 class CocoFormat:
     name = "coco"
+    looks_for = "annotations/instances_<split>.json, <split>/*.json or one *.json beside images/"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

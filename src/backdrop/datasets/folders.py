@@ -75,6 +75,8 @@ class FoldersDataset(Dataset):
 
 class FoldersFormat:
     name = "folders"
+    looks_for = "class folders, split/class/file"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         layout = _layout(Path(root))
@@ -108,14 +110,16 @@ class PlainDataset(Dataset):
 
 class PlainFormat:
     name = "plain"
+    looks_for = "any folder of images"
+    fallback = True  # any folder of images: tried after every other format
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)
         if not has_images(root):
             return None
-        from . import FORMATS
+        from .registry import FORMATS
 
-        if any(f.detect(root) for name, f in FORMATS.items() if name != self.name):
+        if any(f.detect(root) for f in FORMATS.specific()):
             return None
         n = len(scan_images(root))
         return f"plain folder of images ({n} images, no labels)"

@@ -28,7 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import InputError
-from .base import Dataset, Item, atomic_copy, atomic_text, canonical_split, is_split_name, posix_rel
+from ..outputs import atomic_copy, atomic_text
+from .base import Dataset, Item, canonical_split, is_split_name, posix_rel
 
 META_NAMES = ("metadata.jsonl", "metadata.csv")
 
@@ -207,6 +208,8 @@ class ImageFolderDataset(Dataset):
 
 class ImageFolderFormat:
     name = "imagefolder"
+    looks_for = "metadata.jsonl/.csv"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

@@ -91,6 +91,8 @@ class MasksDataset(Dataset):
 
 class MasksFormat:
     name = "masks"
+    looks_for = "images/ + masks/"
+    fallback = False
 
     @staticmethod
     def _splits(root: Path) -> dict[str, str] | None:

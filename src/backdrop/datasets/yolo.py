@@ -45,7 +45,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ..errors import InputError
-from .base import (Dataset, Item, atomic_text, canonical_split, has_images, image_size, is_image,
+from ..outputs import atomic_text
+from .base import (Dataset, Item, canonical_split, has_images, image_size, is_image,
                    is_split_name, posix_rel, scan_images)
 from .labels import Labels, Obj
 from .yamledit import DELETE, set_keys
@@ -336,6 +337,8 @@ def _inside_text(text) -> str | None:
 
 class YoloFormat:
     name = "yolo"
+    looks_for = "data.yaml, or images/ + labels/"
+    fallback = False
 
     def detect(self, root: Path) -> str | None:
         root = Path(root)

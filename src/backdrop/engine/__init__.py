@@ -1,8 +1,7 @@
 """Engines: how a job's items are scheduled. What is computed for one item lives in
-:mod:`backdrop.engine.work` (no engine imports), so the local loop and the Ray stages compute
-the same bytes for the same item.
+:mod:`backdrop.items` (no engine imports), so the local loop and the Ray stages compute
+the same bytes for the same item; what to make is :mod:`backdrop.job`.
 
-- :mod:`.work`   the job (picklable), its tasks, the per-item worker and the finaliser
 - :mod:`.local`  the loop on this machine (progress, summary)
 - :mod:`.ray`    the same tasks as Ray Data stages (``engine="ray"``; imported lazily)
 """
@@ -12,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .work import Job, Outcome, Summary, Task
+from ..job import Job, Outcome, Summary, Task
 
 
 def augment(source: str | Path, out: str | Path | None = None, *, config: Any = None, engine: str = "local",
@@ -34,11 +33,13 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
 
     source = Path(source)
     dst = Path(out) if out is not None else source.resolve().parent / f"{source.resolve().name}-backdrop"
-    if "splits" in options and isinstance(options["splits"], str):
-        options["splits"] = (options["splits"],)
     config = config or PipelineConfig(variants=3, generate=GenerateConfig(backend="random"))
-    job = Job(config=config, out=str(dst), kind="dataset", inputs=(str(source),),
-              **options)
+    if engine not in ("local", "ray"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"engine: expected local or ray, got {engine!r}")
+    # every option checked here, before any folder exists (Job.__post_init__)
+    job = Job.from_options(config, dst, kind="dataset", inputs=(str(source),), **options)
     if engine == "ray":
         from .ray import run_ray
 

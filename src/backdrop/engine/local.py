@@ -1,6 +1,6 @@
 """The local engine: the job's tasks, one after another, in this process.
 
-Progress: a rich bar with images/s and ETA on a terminal; otherwise a plain line every
+ProgressBar: a rich bar with images/s and ETA on a terminal; otherwise a plain line every
 ``PLAIN_EVERY`` seconds (logs of batch jobs stay readable). A failing task is reported in one
 line and the loop goes on; a disk error (OutputError) stops it, keeping what is done.
 """
@@ -12,7 +12,8 @@ import time
 from typing import Callable, Optional
 
 from ..errors import OutputError
-from .work import Job, Outcome, Plan, Summary, Worker
+from ..items import Worker
+from ..job import Job, Outcome, Plan, Summary
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     """Run ``job`` here; returns the summary (the manifest and index files are written at the end,
     also when some tasks failed; a disk error stops the loop and is raised after them)."""
     if plan is None:
-        from .work import start
+        from ..items import start
 
         plan, worker = start(job)
     job = plan.job
@@ -39,7 +40,7 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     t0 = time.perf_counter()
     stopped: OutputError | None = None
     try:
-        with _Progress(total, job.config.variants, enabled=progress) as bar:
+        with ProgressBar(total, job.config.variants, enabled=progress) as bar:
             for task in plan.tasks():
                 summary.total += 1
                 bar.describe(task.key)
@@ -58,7 +59,7 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     return summary
 
 
-def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], bar: "_Progress") -> None:
+def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], bar: "ProgressBar") -> None:
     """Count one finished task: into the summary, to the caller, on the progress display."""
     summary.add(outcome)
     if on_outcome:
@@ -67,7 +68,7 @@ def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], b
     bar.advance(outcome.written)
 
 
-class _Progress:
+class ProgressBar:
     """A rich bar (images/s, ETA) on a terminal; plain periodic log lines elsewhere."""
 
     def __init__(self, total: int | None, variants: int, enabled: bool):
@@ -84,7 +85,7 @@ class _Progress:
         self.last = self.t0
         self.bar = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> "ProgressBar":
         if self.rich:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)

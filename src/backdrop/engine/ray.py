@@ -3,7 +3,7 @@
 The driver (this process) plans the job as the local engine does (opens the output set, fixes
 the base seed, lists the tasks), then streams the tasks through one ``map_batches`` stage whose
 callable class, :class:`TaskActor`, holds one loaded pipeline per actor (models load once per
-actor) and runs each task with the same :class:`~backdrop.engine.work.Worker` as the local
+actor) and runs each task with the same :class:`~backdrop.items.Worker` as the local
 engine: the same bytes for the same item, written through the same output protocol (per-item
 locks and journals), so a killed driver, a restarted actor or a rerun loses and duplicates
 nothing. The driver adds up the outcomes as they stream back (progress, summary) and ends with
@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Optional
 from .. import errors
 from ..errors import BackdropError, ConfigError
 from ..registry import require
-from .work import Job, Outcome, Plan, Summary, Task, Worker
+from ..items import Worker
+from ..job import Job, Outcome, Plan, Summary, Task
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,12 @@ class RaySettings:
 
 def uses_gpu(job: Job) -> bool:
     """True when the job's heavy stage is a diffusion model (worth one GPU per actor)."""
-    return str(job.config.generate.backend).startswith("sd-")
+    from ..generate import GENERATORS
+
+    try:
+        return GENERATORS.load(job.config.generate.backend).uses_gpu  # what the backend declares
+    except Exception:  # noqa: BLE001 - an unknown or uninstallable backend fails later, with its own message
+        return False
 
 
 def settings(job: Job, tasks: int, resources: dict[str, float], *, concurrency: Optional[int] = None,
@@ -100,10 +106,10 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", "--engine ray")
     require("ray.data", "ray", "--engine ray")
-    from .local import _Progress, tally
+    from .local import ProgressBar, tally
 
     if plan is None:
-        from .work import start
+        from ..items import start
 
         plan, _ = start(job, load=False)
     job = plan.job
@@ -118,7 +124,7 @@ def run_ray(job: Job, *, plan: Plan | None = None, on_outcome: Optional[OnOutcom
                 lay = settings(job, len(tasks), ray.cluster_resources(), concurrency=concurrency,
                                num_gpus=num_gpus, batch_size=batch_size)
                 log.info("%s", lay.line())
-                with _Progress(len(tasks), job.config.variants, enabled=progress) as bar:
+                with ProgressBar(len(tasks), job.config.variants, enabled=progress) as bar:
                     for kind, payload in _stream(ray, job, tasks, lay):
                         if kind != "outcome":
                             stopped = payload

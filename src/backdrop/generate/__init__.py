@@ -1,30 +1,13 @@
 """Stage 5, generate: GenerateRequest -> one new background (RGB, the input's size).
 
-A generator class also says how its output is to be labelled:
-
-- ``generative``: True when a trained model made the pixels (IPTC source types differ);
-- ``describe() -> dict``: what goes into the image metadata (Steps, Sampler, CFG scale, Model);
-- ``uses_prompt``: False when the generator ignores the prompt (the pipeline may skip caption/refine).
+A generator subclasses :class:`backdrop.stages.Generator`, whose table lists what it declares
+(generative, uses_prompt, uses_background, batched, ...), and is registered here by name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-from PIL import Image
-
 from ..registry import Registry
-from ..types import GenerateRequest
-
-
-class Generator(Protocol):
-    name: str
-    generative: bool
-
-    def __call__(self, request: GenerateRequest) -> Image.Image: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
+from ..stages import Generator  # noqa: F401 - the stage's contract (backdrop.stages)
 
 GENERATORS = Registry(
     "generate",

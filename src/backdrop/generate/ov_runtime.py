@@ -35,7 +35,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, GenerationError
+from ..outputs import install_dir
 from ..registry import require
 
 log = logging.getLogger(__name__)
@@ -260,9 +260,7 @@ def ensure_ir(pipe: Any, parts: dict[str, Any], names: list[str], decoder: bool,
             converted = _convert(pipe, names, decoder, tmp)
             (tmp / "key.json").write_text(json.dumps(parts, indent=1, sort_keys=True, default=str),
                                           encoding="utf-8")
-            if entry.exists():  # an incomplete entry (e.g. without the decoder): replaced whole
-                shutil.rmtree(entry)
-            os.replace(tmp, entry)
+            install_dir(tmp, entry)  # an incomplete entry (e.g. without the decoder): replaced whole
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

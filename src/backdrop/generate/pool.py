@@ -24,6 +24,7 @@ from ..config import GenerateConfig
 from ..errors import ConfigError, GenerationError
 from ..types import GenerateRequest
 from ._colour import jitter
+from ..stages import Generator
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def pool_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
-class PoolGenerator:
+class PoolGenerator(Generator):
     """New backgrounds cropped, scaled and flipped from a folder of images (``config.backgrounds``)."""
 
     name = "pool"

@@ -38,6 +38,7 @@ from PIL import Image
 from ..config import RANDOM_STYLES, GenerateConfig
 from ..errors import GenerationError
 from ..types import GenerateRequest
+from ..stages import Generator
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _AUTO_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class RandomGenerator:
+class RandomGenerator(Generator):
     """Seeded procedural backgrounds (domain randomisation), at the input's size, no weights."""
 
     name = "random"

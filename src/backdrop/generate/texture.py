@@ -32,6 +32,7 @@ from ..errors import GenerationError
 from ..types import GenerateRequest
 from ..worksize import working_size
 from ._colour import jitter
+from ..stages import Generator
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class _Placement:
     cut: np.ndarray | None  # float32 (p, p): 1 = new patch, 0 = keep what is there; None = all new
 
 
-class TextureGenerator:
+class TextureGenerator(Generator):
     """Patch-based texture synthesis that samples only real background pixels."""
 
     name = "texture"

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from PIL import Image
-
 from ..registry import Registry
-
-
-class Inpainter(Protocol):
-    name: str
-
-    def __call__(self, image: Image.Image, mask: Image.Image) -> Image.Image: ...
-
+from ..stages import Inpainter  # noqa: F401 - the stage's contract (backdrop.stages)
 
 INPAINTERS = Registry(
     "inpaint",

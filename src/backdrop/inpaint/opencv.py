@@ -31,6 +31,7 @@ from ..config import InpaintConfig
 from ..errors import InputError
 from ..runlog import note, warn
 from ..worksize import scaled_size
+from ..stages import Inpainter
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _hole(mask: np.ndarray, dilate: int) -> np.ndarray:
     return out
 
 
-class _OpenCVInpainter:
+class _OpenCVInpainter(Inpainter):
     """Shared body of the two OpenCV backends; subclasses set ``name`` and ``_flag``."""
 
     name = ""

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from ..registry import Registry
-from ..types import Prompt
-
-
-class Refiner(Protocol):
-    name: str
-
-    def __call__(self, caption: str) -> Prompt: ...
-
+from ..stages import Refiner  # noqa: F401 - the stage's contract (backdrop.stages)
 
 REFINERS = Registry(
     "refine",

@@ -32,6 +32,7 @@ from ..config import RefineConfig
 from ..errors import GenerationError, ModelCorruptError, ModelNotFoundError
 from ..registry import has_module, require
 from ..types import Prompt
+from ..stages import Refiner
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,7 @@ def resolve_model(config: RefineConfig) -> Path:
 # -- the shared refiner ----------------------------------------------------------------------
 
 
-class _LLMRefiner:
+class _LLMRefiner(Refiner):
     """Prompt building, answer cleaning and checking; subclasses only run the model."""
 
     name = "llm"

@@ -19,6 +19,7 @@ from ..config import RefineConfig
 from ..runlog import note, warn
 from ..styles import CLIP_TOKENS, apply_style, approx_tokens, get_style, shorten
 from ..types import Prompt
+from ..stages import Refiner
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-class TemplateRefiner:
+class TemplateRefiner(Refiner):
     """Caption -> Prompt by rephrasing and a style preset's template (no weights).
 
     >>> TemplateRefiner(RefineConfig(style="photographic"))("a grey wall").negative.startswith("people")

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from PIL import Image
-
 from ..registry import Registry
-
-
-class Segmenter(Protocol):
-    name: str
-
-    def __call__(self, image: Image.Image) -> Image.Image: ...
-
+from ..stages import Segmenter  # noqa: F401 - the stage's contract (backdrop.stages)
 
 SEGMENTERS = Registry(
     "segment",

@@ -46,6 +46,7 @@ from .. import runlog
 from ..config import SegmentConfig
 from ..errors import InputError
 from ..worksize import working_size
+from ..stages import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class _Model:
     border: np.ndarray  # the border band the model was fitted on (bool)
 
 
-class ClassicalSegmenter:
+class ClassicalSegmenter(Segmenter):
     """Border background model + colour/texture distance + Otsu + morphology (+ GrabCut).
 
     >>> seg = ClassicalSegmenter(SegmentConfig(grabcut=False, keep_components=1))

@@ -83,7 +83,7 @@ def convert(source: Path, *, cap_mb: Optional[int] = None) -> Path:
             log.warning("converted ISNet %s does not match its checksum: made again", target)
         model = _rewrite(source)
         folder.mkdir(parents=True, exist_ok=True)
-        from ..images import atomic_write_bytes as atomic_write
+        from ..outputs import atomic_write_bytes as atomic_write
 
         data = model.SerializeToString()
         atomic_write(target, data)

@@ -78,7 +78,7 @@ class MaskCache:
         return cls(Path(job.mask_cache))
 
     def key(self, path: str | Path, segment: Any, region: Optional[Image.Image] = None, extra: Any = None) -> str:
-        from .. import __version__
+        from ..version import __version__
 
         h = hashlib.sha256()
         with open(path, "rb") as fh:
@@ -123,7 +123,7 @@ class MaskCache:
             if not write_new(self._path(key), buf.getvalue()):  # there already: replaced only if it had no record
                 with Image.open(self._path(key)) as old:
                     if _META not in getattr(old, "text", {}):
-                        from ..images import atomic_write_bytes
+                        from ..outputs import atomic_write_bytes
 
                         atomic_write_bytes(self._path(key), buf.getvalue())
         except (OSError, ValueError, BackdropError) as exc:

@@ -31,6 +31,7 @@ from .. import models, runlog
 from ..config import SegmentConfig
 from ..errors import ConfigError, MissingDependencyError, ModelNotFoundError
 from ..registry import has_module, require
+from ..stages import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _rembg_home(folder: Path) -> Iterator[None]:
                 os.environ["U2NET_HOME"] = old
 
 
-class RembgSegmenter:
+class RembgSegmenter(Segmenter):
     """Foreground mask from a rembg session; alpha at or above ``threshold`` is foreground (255)."""
 
     name = "rembg"

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from backdrop import __version__
+from backdrop.version import __version__
 from backdrop.caption import CAPTIONERS
 from backdrop.config import (
     CaptionConfig,
@@ -220,7 +220,7 @@ def text_to_image_page() -> None:
 
 def run_txt2img(model_text, device, offload, prompt, style_name, prompt_text, negative, fixed_seed,
                 width, height, count, steps, guidance, scheduler, fast=None) -> None:
-    from backdrop.pipeline import draw_seed
+    from backdrop.seeds import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     resolved = core.resolve_model(model_text)
@@ -286,7 +286,7 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     segment = replace(defaults.segment, backend=seg) if seg == defaults.segment.backend else SegmentConfig(backend=seg)
     refine = replace(defaults.refine, backend=ref) if ref == defaults.refine.backend else RefineConfig(backend=ref)
     gen_cfg = GenerateConfig(backend=gen)
-    if gen.startswith("sd-"):
+    if GENERATORS.load(gen).generative:  # a model made the pixels: its settings
         with sb.expander("Diffusion settings", expanded=True):
             st.session_state.setdefault("bg_model", "")
             model = st.text_input("Model (empty: the backend's default)", key="bg_model").strip()
@@ -301,7 +301,7 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     cfg = PipelineConfig(segment=segment, inpaint=InpaintConfig(backend=inp), caption=CaptionConfig(backend=cap),
                          refine=refine, generate=gen_cfg)
     problems: dict[str, str] = {}
-    if gen.startswith("sd-"):
+    if GENERATORS.load(gen).generative:  # a model made the pixels: its settings
         problem = core.model_problem(model, default=GENERATORS.load(gen).default_model)
         if problem:
             problems["generate"] = f"Generate ({gen}): {problem}"
@@ -380,7 +380,7 @@ def new_background_page() -> None:
 
     from backdrop.generate import GENERATORS
 
-    if not getattr(GENERATORS.load(cfg.generate.backend), "uses_prompt", True):
+    if not GENERATORS.load(cfg.generate.backend).uses_prompt:
         st.caption(f"ℹ The {cfg.generate.backend} generator does not read the prompt; it is kept in the "
                    "record but not written into the images' parameters.")
     positive = st.text_area("Prompt (edit before generating)", key="bg_prompt", height=90)
@@ -426,7 +426,7 @@ def run_analysis(cfg: PipelineConfig, loaded, key: str) -> None:
 
 
 def run_backgrounds(cfg, analysis, positive, negative, variants, fixed_seed, stem, upload_name) -> None:
-    from backdrop.pipeline import draw_seed
+    from backdrop.seeds import draw_seed
 
     seed = fixed_seed if fixed_seed is not None else draw_seed()
     bar = st.progress(0.0, text=f"Seed {seed}: starting…")

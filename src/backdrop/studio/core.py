@@ -356,7 +356,7 @@ def zip_of(saved: list[Saved]) -> bytes:
 def txt2img_record(*, prompt: Any, style: str, user_prompt: str, user_negative: str, seed: int, index: int,
                    described: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """The ``backdrop`` JSON record of one text-to-image picture."""
-    from .. import __version__
+    from ..version import __version__
     from ..pipeline import package_versions
 
     return {
@@ -387,7 +387,7 @@ class Precomputed:
     """
 
     def __init__(self, backend: Any, image: Image.Image, value: Any):
-        self.name = getattr(backend, "name", type(backend).__name__)
+        self.name = backend.name  # a stage of a built pipeline: it declares its name (backdrop.stages)
         self.backend = backend
         self.image = image
         self.value = value
@@ -398,8 +398,7 @@ class Precomputed:
         return self.backend(image, *args)
 
     def describe(self) -> dict[str, Any]:
-        describe = getattr(self.backend, "describe", None)
-        return dict(describe()) if callable(describe) else {}
+        return dict(self.backend.describe())
 
 
 def binary_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -462,7 +461,7 @@ def background_pipeline(base: Any, analysis: Analysis, *, positive: str, negativ
                         seed: int) -> Any:
     """A Pipeline that reuses ``base``'s loaded backends and ``analysis``'s mask and background,
     with the (edited) prompt fixed."""
-    from ..pipeline import Pipeline
+    from ..items import Pipeline
 
     config = replace(base.config, prompt=positive, negative=negative, variants=int(variants), seed=int(seed))
     return Pipeline(

@@ -1,18 +1,32 @@
-"""A reference writer of augmented sets with no pipeline: each "variant" is a copy of its source.
+"""Writers the tests use to make files the way backdrop's outputs look, without the pipeline.
 
-It shows, in one page, how a writer uses a :class:`~backdrop.datasets.Dataset` (``variant_rel``,
-``label_files``, ``record``, ``passthrough``, ``finalize``), and the tests use it to check that an
-output set reads back with the same labels. It is not the ``augment`` command: that writes the
-images the pipeline makes, through the output protocol.
+- :func:`save_image`: an image with backdrop's metadata, written atomically (the library writes
+  encoded bytes through :mod:`backdrop.outputs`; this is the same in one call).
+- :func:`write_copies`: a reference writer of augmented sets where each "variant" is a copy of
+  its source: how a writer uses a Dataset (``variant_rel``, ``label_files``, ``record``,
+  ``passthrough``, ``finalize``), so the tests can check that an output set reads back with the
+  same labels. It is not ``augment``: that writes the pipeline's images through the output protocol.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
-from .base import Dataset, image_size
+from PIL import Image
+
+from backdrop.datasets.base import Dataset, image_size
+from backdrop.metadata import encode_image
+from backdrop.outputs import atomic_write_bytes
+
+
+def save_image(image: Image.Image, path: str | Path, **kwargs: Any) -> Path:
+    """Write ``image`` atomically to ``path`` (format from the suffix) with metadata; see encode_image."""
+    path = Path(path)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    atomic_write_bytes(path, encode_image(image, fmt, **kwargs))
+    return path
 
 
 def write_copies(ds: Dataset, dst: Path, n: int = 3, *, splits: Iterable[str] = ("train",),
