@@ -219,13 +219,13 @@ class RembgSegmenter(Segmenter):
 
     def crop_probabilities(self, crop: Image.Image) -> np.ndarray:
         """The model's probabilities (0..1) for a box's crop, at the input side that suits the crop
-        (never above ``size``): for segment.boxes."""
+        (never above ``size`` nor isnet.CROP_LIMIT): for segment.boxes."""
         rgb = crop if crop.mode == "RGB" else crop.convert("RGB")
         runlog.note("segment_provider", self.provider)
         if self.uses_runner:
-            from .isnet import crop_side
+            from .isnet import CROP_LIMIT, crop_side
 
-            return self.runner.probabilities(rgb, crop_side(*rgb.size, limit=self.config.size))
+            return self.runner.probabilities(rgb, crop_side(*rgb.size, limit=min(self.config.size, CROP_LIMIT)))
         alpha = self._rembg.remove(rgb, session=self.session, only_mask=True).convert("L")
         if alpha.size != rgb.size:
             alpha = alpha.resize(rgb.size, Image.Resampling.BILINEAR)
