@@ -108,6 +108,8 @@ def test_nothing_in_the_box_falls_back_to_the_whole_box():
     assert result.fallbacks == [0] and result.objects[0]["fallback"]
     assert (np.asarray(result.mask)[30:80, 20:60] == 255).all()
     assert any("whole box kept" in w for w in result.warnings)
+    thin = box_masks(img, [(100, 10, 101, 60)], _classical())  # a 1-px wide box: nothing to segment, kept
+    assert thin.fallbacks == [0] and (np.asarray(thin.mask)[10:60, 100] == 255).all()
 
 
 def _models_dir() -> Path | None:

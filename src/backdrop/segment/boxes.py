@@ -152,9 +152,10 @@ def box_masks(
     less than this share of its box counts as not found: its whole box is kept (``fallback``).
     ``min_separability``: a mask whose pixels look like the box's surroundings (mean colour
     distance over the surroundings' spread, :func:`_separability`) holds no object that can be told
-    apart: the whole box is kept. ``box_grow``: the mask may reach this share of the box (plus 2 px) past each side, as a
-    hand-drawn or rounded box may cut the object's edge. ``small_side``: boxes smaller than this (longer side, px) always get GrabCut's box prompt too: a
-    small object's thin parts (limbs, handles) are a few pixels wide and the model loses them."""
+    apart: the whole box is kept. ``box_grow``: the mask may reach this share of the box (plus
+    2 px) past each side, as a hand-drawn or rounded box may cut the object's edge.
+    ``small_side``: boxes smaller than this (longer side, px) always get GrabCut's box prompt too:
+    a small object's thin parts (limbs, handles) are a few pixels wide and the model loses them."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     arr = np.asarray(rgb)
     h, w = arr.shape[:2]
@@ -166,8 +167,9 @@ def box_masks(
         bx1, by1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
         rec: dict[str, Any] = {"index": i, "cover": 0.0, "confidence": 0.0, "sides": 0, "doubtful": True,
                                "fallback": False, "why": []}
-        if bx1 - bx0 < 2 or by1 - by0 < 2:
-            rec["why"].append("box smaller than 2 px")
+        if bx1 - bx0 < 2 or by1 - by0 < 2:  # nothing to segment: whatever it holds is kept
+            rec.update(fallback=True, why=["box smaller than 2 px: the whole box is kept"])
+            total[by0:max(by1, by0 + 1), bx0:max(bx1, bx0 + 1)] = True
             objects.append(rec)
             continue
         pad = max(8, int(round(margin * max(bx1 - bx0, by1 - by0))))
@@ -211,7 +213,8 @@ def box_masks(
                     sides = _sides(obj, local)
         decisive = float(np.mean(np.abs(prob[tight] - 0.5)) * 2)  # 1: the model is sure everywhere in the box
         # each missing side, a model that found little of the mask, an unsure model, a thin cover: less sure
-        confidence = round((sides / 4) ** 2 * (0.5 + 0.5 * agree) * (0.6 + 0.4 * decisive) * min(1.0, cover / 0.25), 3)
+        confidence = round((sides / 4) ** 2 * (0.5 + 0.5 * agree) * (0.6 + 0.4 * decisive)
+                           * min(1.0, cover / 0.25), 3)
         why = []
         if sides < 4:
             why.append(f"the mask reaches {sides} of the box's 4 sides")
@@ -227,8 +230,8 @@ def box_masks(
         if fallback:
             obj = tight.copy()
             why.append("nothing found in the box: the whole box is kept")
-        rec.update(cover=round(cover, 3), confidence=confidence, separability=round(separable, 3), sides=sides, agree=round(agree, 3),
-                   doubtful=bool(why), fallback=fallback, box_prompt=prompted, why=why)
+        rec.update(cover=round(cover, 3), confidence=confidence, separability=round(separable, 3), sides=sides,
+                   agree=round(agree, 3), doubtful=bool(why), fallback=fallback, box_prompt=prompted, why=why)
         objects.append(rec)
         total[cy0:cy1, cx0:cx1] |= obj
     doubtful = [o["index"] for o in objects if o["doubtful"] and not o["fallback"]]
