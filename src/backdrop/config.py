@@ -38,7 +38,9 @@ class SegmentConfig:
     grabcut: bool = True  # classical: refine the first mask with GrabCut
     keep_components: int = 0  # classical: keep only the N largest objects (0 = all large enough)
     size: int = 1024  # rembg with an ISNet file: the model's input side (a multiple of 32; smaller is faster)
-    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"  # rembg with an ISNet file: what runs it
+    # rembg with an ISNet file: what runs it. "auto": OpenVINO on the CPU when installed (the same mask,
+    # IoU loss 0.0001, for ~2.3x less CPU in bench_isnet.py), else onnxruntime
+    runtime: Literal["auto", "onnxruntime", "openvino"] = "auto"
 
 
 @dataclass(frozen=True)

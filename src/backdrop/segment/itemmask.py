@@ -164,9 +164,13 @@ def item_mask(
     method = "boxes" if boxes and box_prompt else "whole"
     key = None
     if cache is not None and path is not None:
-        extra = {"method": METHOD, "boxes": [list(map(float, b)) for b in boxes], "grow": box_grow} if method == "boxes" else None
+        extra: dict[str, Any] = {"method": METHOD, "boxes": [list(map(float, b)) for b in boxes],
+                                 "grow": box_grow} if method == "boxes" else {}
+        describe = getattr(segmenter, "describe", None)
+        if callable(describe):  # what "auto" resolved to here (the runtime, the model file) is part of the key
+            extra["segmenter"] = {k: v for k, v in describe().items() if k in ("file", "runtime", "size")}
         try:
-            key = cache.key(path, config, None if method == "boxes" else region, extra)
+            key = cache.key(path, config, None if method == "boxes" else region, extra or None)
         except OSError:
             key = None
         found = cache.get_record(key, image.size) if key else None

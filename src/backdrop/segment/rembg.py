@@ -110,12 +110,13 @@ class RembgSegmenter(Segmenter):
         self._rembg = require("rembg", "segment", "the rembg segmenter")
         self._session: Any = None
         self._runner: Any = None
+        self.runtime = self._resolve_runtime()
         if self.uses_runner:
             # an ISNet file runs converted (any input side, only the final output, tuned session):
             # the same mask as rembg's at 1024, and box crops at the side that suits them
             self.provider = self.runner.provider
         else:
-            if config.size != 1024 or config.runtime != "onnxruntime":
+            if config.size != 1024 or config.runtime not in ("auto", "onnxruntime"):
                 raise ConfigError(
                     f"segment.size/runtime apply to ISNet files (store models, .onnx paths), not to rembg's "
                     f"{config.model!r}{' with alpha matting' if config.alpha_matting else ''}; leave them at 1024/onnxruntime"
@@ -127,6 +128,13 @@ class RembgSegmenter(Segmenter):
                 f"(CUDA/cuDNN libraries missing?); fix the install or use device 'cpu' or 'auto'"
             )
         log.info("rembg session %s on %s", self.model_label, self.provider)
+
+    def _resolve_runtime(self) -> str:
+        """``auto``: OpenVINO where the model runs on the CPU and openvino is installed, else onnxruntime."""
+        if self.config.runtime != "auto":
+            return self.config.runtime
+        on_cpu = self._providers[0] == "CPUExecutionProvider"
+        return "openvino" if on_cpu and self._kind == "file" and has_module("openvino") else "onnxruntime"
 
     @property
     def uses_runner(self) -> bool:
@@ -144,7 +152,7 @@ class RembgSegmenter(Segmenter):
         if self._runner is None:
             from .isnet import IsnetRunner
 
-            self._runner = IsnetRunner(self._file, runtime=self.config.runtime, providers=self._providers)
+            self._runner = IsnetRunner(self._file, runtime=self.runtime, providers=self._providers)
         return self._runner
 
     @property
@@ -157,7 +165,7 @@ class RembgSegmenter(Segmenter):
                "provider": self.provider, "alpha_matting": self.config.alpha_matting,
                "threshold": self.config.threshold}
         if self.uses_runner:
-            out.update(size=self.config.size, runtime=self.config.runtime)
+            out.update(size=self.config.size, runtime=self.runtime)
         return out
 
     def _new_session(self):
