@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--model", default="isnet-medium", help="store model, .onnx path, or 'classical'")
     ap.add_argument("--count", type=int, default=8)
     ap.add_argument("--size", type=int, default=1024, help="segment.size (ISNet input side)")
-    ap.add_argument("--runtime", default="onnxruntime")
+    ap.add_argument("--runtime", default="auto", help="auto (OpenVINO where installed), onnxruntime or openvino")
     ap.add_argument("--no-grabcut", action="store_true")
     ap.add_argument("--methods", default="whole,boxes")
     args = ap.parse_args()

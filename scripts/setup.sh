@@ -39,4 +39,18 @@ echo "setup: installing backdrop[$EXTRAS] into .venv (first time: ~15 min)" >&2
 pip install -q "torch==2.13.0"
 case ",$EXTRAS," in *,all,*|*,llm,*) install_llama_cpp ;; esac
 pip install -q -e ".[$EXTRAS]"
+# torchvision for backdrop.transforms.torchvision. PyPI's 0.28.0 (the pair of torch 2.13.0) is a
+# CUDA build: with its dependencies it pulls CUDA torch and several GB of nvidia-* wheels, and even
+# alone (--no-deps) its C operators cannot load on the CPU torch, which makes `import torchvision`
+# fail and with it transformers' image processors. So it goes in a folder of its own, never on the
+# environment's path: 7.7 MB download, 24 MB on disk. The adapter makes its pure-Python transforms
+# importable; put the folder on PYTHONPATH to use it (see the README, "Inside a training loop").
+TORCHVISION_VERSION=0.28.0
+case ",$EXTRAS," in *,all,*|*,torchvision,*)
+  if [ ! -d .venv/torchvision-isolated/torchvision-$TORCHVISION_VERSION.dist-info ]; then
+    rm -rf .venv/torchvision-isolated.tmp
+    pip install -q --no-deps --target .venv/torchvision-isolated.tmp "torchvision==$TORCHVISION_VERSION"
+    rm -rf .venv/torchvision-isolated && mv .venv/torchvision-isolated.tmp .venv/torchvision-isolated
+  fi ;;
+esac
 echo "$want" > "$stamp"

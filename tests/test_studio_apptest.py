@@ -91,7 +91,7 @@ def check_pair(png: Path, *, source_type: str, seed: int, prompt: str) -> tuple[
 
 def test_text_to_image_with_tiny_sd(tiny_sd, out_dir):
     at = app()
-    assert at.sidebar.radio(key="page").value == "Text to image"
+    assert [h.value for h in at.header] == ["Text to image"]  # the default page, at /
     at.sidebar.text_input(key="t2i_model").set_value(str(tiny_sd)).run()
     assert not at.warning, values(at.warning)  # the folder is a usable model
     at.text_area(key="t2i_prompt").set_value("a photo of the sea")
@@ -158,7 +158,7 @@ def test_missing_model_says_how_to_get_it_and_app_keeps_working(tmp_path, out_di
         "`backdrop models pull sd15` or enter a local model folder in the sidebar."
     ]
     # the other page still works; its diffusion backends say the same about their model
-    at.sidebar.radio(key="page").set_value("New background").run()
+    at.switch_page("views/new_background.py").run()
     assert not at.exception
     assert at.file_uploader(key="bg_upload") is not None
     at.sidebar.selectbox(key="bg_generate").set_value("sd-inpaint").run()
@@ -180,7 +180,7 @@ def test_broken_model_folder_shows_one_line_error(tmp_path, out_dir):
     assert len(errors) == 1 and errors[0].startswith("Generation failed (seed ") and "\n" not in errors[0]
     assert not out_dir.exists() or not any(out_dir.iterdir())
     # still usable: switch page and back
-    at.sidebar.radio(key="page").set_value("New background").run()
+    at.switch_page("views/new_background.py").run()
     assert not at.exception
 
 
@@ -202,7 +202,7 @@ def test_styles_file_adds_presets(tmp_path, out_dir):
 
 
 def to_background_page(at: AppTest) -> AppTest:
-    at.sidebar.radio(key="page").set_value("New background").run()
+    at.switch_page("views/new_background.py").run()
     assert not at.exception, at.exception
     for key, name in (("bg_segment", "classical"), ("bg_inpaint", "telea"), ("bg_caption", "describe"),
                       ("bg_refine", "template"), ("bg_generate", "texture")):
@@ -214,6 +214,9 @@ def to_background_page(at: AppTest) -> AppTest:
 
 def test_new_background_weight_free(out_dir):
     at = to_background_page(app())
+    # one uploaded image: swap (backgrounds of a set's other images) needs a batch, so it is not offered
+    options = at.sidebar.selectbox(key="bg_generate").options
+    assert "random" in options and "swap" not in options
     img = scene()
     at.file_uploader(key="bg_upload").set_value(("../../etc/My scan (1).png", png_bytes(img), "image/png")).run()
     assert not at.error, values(at.error)

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import socket
+import sys
 import subprocess
 import time
 import urllib.request
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "datasets"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -66,14 +68,15 @@ def studio(tmp_path_factory):
     out = root / "generated"
     port = free_port()
     env = {**os.environ, "BACKDROP_STUDIO_MODEL": str(model), "BACKDROP_OUTPUT_DIR": str(out),
-           "BACKDROP_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+           "BACKDROP_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "BACKDROP_STUDIO_ROOTS": str(EXAMPLES), "BACKDROP_STUDIO_QUEUE": str(root / "queue")}
     log = root / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(command(port, "127.0.0.1"), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)
-        yield {"url": url, "out": out, "model": model, "root": root, "log": log}
+        yield {"url": url, "out": out, "model": model, "root": root, "log": log, "env": env}
     finally:
         proc.terminate()
         try:
@@ -222,3 +225,102 @@ def test_new_background_in_chromium(studio, page, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "studio_new_background.png"), full_page=True)
     print(f"new background in chromium: {time.perf_counter() - t0:.1f} s")
+
+
+def test_pages_by_url_with_their_headings_and_the_back_button(studio, page):
+    """Each page at its own address, with a heading naming it; a deep link fills the data-sets
+    page; the browser's back button returns to the page before."""
+    from playwright.sync_api import expect
+
+    for path, title in (("/text-to-image", "Text to image"), ("/new-background", "New background"),
+                        ("/jobs", "Jobs"), ("/data-sets", "Data sets")):
+        page.goto(studio["url"] + path)
+        page.get_by_role("heading", name=title, exact=True, level=2).wait_for(timeout=60_000)
+        expect(page).to_have_title(title)  # the browser tab names the page too
+        assert not page.locator('[data-testid="stException"]').count(), path
+    page.goto(f"{studio['url']}/data-sets?set={EXAMPLES / 'yolo-cells'}&variants=2")
+    page.get_by_role("heading", name="Data sets", exact=True, level=2).wait_for()
+    page.get_by_text("Found: YOLO data set").wait_for(timeout=60_000)
+    expect(page.get_by_label("Variants per image")).to_have_value("2")
+    assert image_loaded(page)  # the sample images, labels drawn
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_data_sets.png"), full_page=True)
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Jobs", exact=True).click()
+    page.get_by_role("heading", name="Jobs", exact=True, level=2).wait_for()
+    assert page.url.split("?")[0].endswith("/jobs")
+    page.go_back()
+    page.get_by_role("heading", name="Data sets", exact=True, level=2).wait_for()
+    assert "/data-sets" in page.url
+
+
+@pytest.fixture(scope="module")
+def serve(studio):
+    """`backdrop serve` on the studio's queue (its workers run the jobs of both)."""
+    pytest.importorskip("backdrop.service")
+    pytest.importorskip("fastapi")
+    port = free_port()
+    log = studio["root"] / "serve.log"
+    exe = [sys.executable, "-c", "from backdrop.cli import main; main()"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*exe, "serve", "--root", str(studio["root"] / "queue"), "--port", str(port),
+                                 "--no-token", "--allow-root", str(EXAMPLES), "--workers", "1"],
+                                env=studio["env"], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(log.read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(f"{url}/v1/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(log.read_text(errors="replace")[-3000:]) from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    import json
+
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_data_set_job_from_the_page_runs_on_the_service_queue_and_back(studio, serve, page):
+    """A job submitted on /data-sets is one of `GET /v1/jobs` of the `backdrop serve` sharing the
+    queue, runs to done there, and its contact sheet shows in the page with labels drawn; a job
+    posted to the service shows on /jobs."""
+    page.goto(f"{studio['url']}/data-sets?set={EXAMPLES / 'yolo-cells'}&variants=1&generator=texture&seed=4")
+    page.get_by_text("Found: YOLO data set").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Submit as a job").click()
+    page.get_by_role("heading", name=re.compile(r"^Job ")).wait_for(timeout=30_000)
+    job_id = page.get_by_role("heading", name=re.compile(r"^Job ")).inner_text().split()[-1]
+    assert f"job={job_id}" in page.url
+    ids = [j["id"] for j in api(serve, "/v1/jobs")["jobs"]]
+    assert job_id in ids
+    page.get_by_role("heading", name="Contact sheet").wait_for(timeout=180_000)
+    assert api(serve, f"/v1/jobs/{job_id}")["state"] == "done"
+    frame = page.frame_locator("iframe").first
+    frame.locator("svg rect").first.wait_for(timeout=30_000)
+    assert frame.locator("svg rect").count() >= 10 and frame.locator(".row").count() == 10
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "studio_data_set_job.png"), full_page=True)
+    # and the other way: a job posted to the service shows on the studio's jobs page
+    posted = api(serve, "/v1/jobs", {"command": "augment", "source": str(EXAMPLES / "coco-cells"),
+                                      "variants": 1, "generator": "texture"})
+    page.goto(f"{studio['url']}/jobs")
+    page.get_by_role("heading", name="Jobs", exact=True, level=2).wait_for()
+    page.get_by_text(posted["id"]).first.wait_for(timeout=30_000)
+    assert page.get_by_text(job_id).count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "studio_jobs.png"), full_page=True)

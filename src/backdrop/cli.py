@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
 from .cli_common import fail as _fail  # noqa: F401 - the names commands here use
 from .cli_common import guarded
+from .options import build_config  # noqa: F401 - kept importable from here
 from .cli_common import setup_logging as _setup_logging
 
 app = typer.Typer(
@@ -29,6 +30,12 @@ def _names(registry_attr: str) -> str:
 
     module, attr = registry_attr.split(":")
     return ", ".join(getattr(import_module(f"backdrop.{module}"), attr).names())
+
+
+def _augment_default() -> str:
+    from .generate import AUGMENT_DEFAULT
+
+    return AUGMENT_DEFAULT
 
 
 def _formats() -> Any:
@@ -124,30 +131,9 @@ def run(
     _run_job(job, engine="local", quiet=quiet, debug=debug)
 
 
-def build_config(*, config_file: Optional[Path], preset: Optional[str], stages: dict[str, dict[str, Any]],
-                 **top: Any) -> Any:
-    """A PipelineConfig from a file, a preset and the command-line options (which win)."""
-    from .config import PipelineConfig, preset as apply_preset
-
-    cfg = PipelineConfig.from_file(config_file) if config_file else PipelineConfig()
-    if preset:
-        cfg = apply_preset(preset, cfg)
-    overrides = {stage: {k: v for k, v in opts.items() if v is not None} for stage, opts in stages.items()}
-    cfg = cfg.with_overrides(**{k: v for k, v in overrides.items() if v})
-    cfg = cfg.with_overrides(**{k: v for k, v in top.items() if v is not None})
-    style = stages.get("refine", {}).get("style")
-    if style and cfg.generate.backend == "random" and cfg.generate.random_style == "auto":
-        # --style picks the random generator's domain too (microscopy, studio, outdoor)
-        from .generate.random import resolve_style
-        from .styles import get_style
-
-        chosen = get_style(style, cfg.refine.styles_file)
-        cfg = cfg.with_overrides(generate={"random_style": resolve_style("auto", f"{style} {chosen.description}")})
-    return cfg
-
-
-def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None) -> None:
-    """Plan, load, run and report a job; exits with the summary's code."""
+def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options: dict[str, Any] | None = None,
+             after: Optional[Callable[[], None]] = None) -> None:
+    """Plan, load, run and report a job (then ``after()``); exits with the summary's code."""
     def start():
         from .items import start as start_job
 
@@ -178,6 +164,8 @@ def _run_job(job: Any, *, engine: str, quiet: bool, debug: bool, engine_options:
         for line in summary.lines(job.out):
             typer.echo(line, err=True)
         typer.echo(f"base seed {base} (each image's seed derives from it and the image's path)", err=True)
+    if after is not None:
+        after()
     if summary.failed:
         raise typer.Exit(summary.exit_code)
 
@@ -212,7 +200,7 @@ def augment(
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
     preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()}"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
-    generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend [default: random, or pool with --backgrounds]: {_names('generate:GENERATORS')}"),
+    generator: Optional[str] = typer.Option(None, "--generator", help=f"generate backend (default: {_augment_default()}; pool with --backgrounds), or a mix (swap+random, swap:0.7,random:0.3): {_names('generate:GENERATORS')}"),
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend (images without mask labels): auto, {_names('segment:SEGMENTERS')}"),
     backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", help="folder of backgrounds (pool generator)"),
     style: Optional[str] = typer.Option(None, "--style", help="style preset (prompts; and the random generator's palette)"),
@@ -226,6 +214,7 @@ def augment(
     feather: Optional[int] = typer.Option(None, "--feather", help="a soft band of N px outside the object (default 0: paste exactly along the mask; a band is a cue a model can learn)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace backdrop's own earlier outputs (never other files)"),
     engine: str = typer.Option("local", "--engine", help="local, or ray (a Ray cluster; pip install 'backdrop[ray]')"),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="write the new set's contact sheet (DST/preview.html, see `backdrop preview`)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray]"),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="ray: pipeline actors [default: CPUs/2, or GPUs]"),
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per actor [default: 1 for diffusion on a GPU cluster, else 0]"),
@@ -240,16 +229,16 @@ def augment(
     def build():
         from .config import ConfigError
         from .job import Job
-        from .generate import GENERATORS
 
         if engine not in ("local", "ray"):
             raise ConfigError(f"--engine: expected local or ray, got {engine!r}")
         # the Job checks every one of its options (image format, quality, box fallback, splits, ...)
         gen = generator
         if gen is None and not config_file and not preset:
-            # data sets: backgrounds that are new (domain randomisation) unless a pool or model is given
-            gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else
-                                              ("random" if "random" in GENERATORS else "texture"))
+            # data sets: the measured default (generate.AUGMENT_DEFAULT) unless a pool or model is given
+            from .generate import AUGMENT_DEFAULT
+
+            gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else AUGMENT_DEFAULT)
         cfg = build_config(config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt,
                            negative=negative, stages={
                                "segment": {"backend": segmenter, "device": device, "model": seg_model,
@@ -273,7 +262,64 @@ def augment(
     job = guarded(debug, build)
     opts = {k: v for k, v in {"address": ray_address, "concurrency": concurrency, "num_gpus": num_gpus}.items()
             if v is not None}
-    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts)
+    after = None
+    if preview:
+        from .cli_preview import sheet_after_augment
+
+        def after() -> None:
+            sheet_after_augment(job.out, str(source), quiet=quiet)
+    _run_job(job, engine=engine, quiet=quiet, debug=debug, engine_options=opts, after=after)
+
+
+@app.command()
+def masks(
+    source: Path = typer.Argument(..., help="the data set's root folder (any format augment reads)"),
+    fmt: str = typer.Option("auto", "--format", help="auto, yolo, coco, folders, imagefolder, masks, plain"),
+    splits: str = typer.Option("train", "--splits", help="comma-separated splits, or all"),
+    store: Optional[Path] = typer.Option(None, "--store", help="mask store folder [default: $BACKDROP_HOME/cache/pixel-masks]"),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend for images without mask labels: auto, {_names('segment:SEGMENTERS')}"),
+    box_grow: float = typer.Option(0.05, "--box-grow", help="boxes-only labels: the mask is kept inside boxes grown by this share"),
+    box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover, else the whole box is kept"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more detail"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Precompute the masks a training loop's ReplaceBackground transform looks up (by the image's
+    pixels and boxes), with augment's labels-aware rule. Rerun to resume."""
+    _setup_logging(verbose, quiet)
+
+    def go():
+        from .config import ConfigError, SegmentConfig
+        from .datasets import open_dataset
+        from .engine.local import ProgressBar
+        from .maskstore import MaskStore
+        from .transforms.masks import fill_masks
+
+        wanted = None if splits.strip() == "all" else tuple(x.strip() for x in splits.split(",") if x.strip())
+        if wanted == ():
+            raise ConfigError("--splits: name at least one split (e.g. train), or all")
+        if box_grow < 0 or not 0 <= box_cover <= 1:
+            raise ConfigError("--box-grow must be >= 0 and --box-cover between 0 and 1")
+        seg = SegmentConfig(backend=segmenter) if segmenter else SegmentConfig()
+        if seg.backend != "auto":
+            from .segment import SEGMENTERS
+
+            SEGMENTERS.check_name(seg.backend)
+        total = sum(1 for _ in open_dataset(source, fmt).items(wanted))
+        ms = MaskStore(store)
+        log.info("masks: %d image(s) of %s; store %s", total, source, ms.folder)
+        with ProgressBar(total, 1, enabled=not quiet, unit="masks") as bar:
+            def on_item(rel: str) -> None:
+                bar.describe(rel)
+                bar.advance(1)
+
+            summary = fill_masks(source, format=fmt, splits=wanted, store=ms, segment=seg, box_grow=box_grow,
+                                 box_min_cover=box_cover, on_item=on_item)
+        typer.echo(summary.line(ms), err=True)
+        if summary.failed:
+            raise typer.Exit(1)
+
+    guarded(debug, go)
 
 
 @app.command()
@@ -391,18 +437,30 @@ def studio(
     port: int = typer.Option(8501, "--port", help="port to serve on"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
     open_browser: bool = typer.Option(False, "--open", help="open a browser tab"),
+    allow_root: Optional[List[Path]] = typer.Option(None, "--allow-root", help="a folder whose data sets the data-sets page may open (repeatable)"),
+    queue: Optional[Path] = typer.Option(None, "--queue", help="the job queue's folder (default: the one `backdrop serve` uses)"),
+    workers: int = typer.Option(1, "--workers", help="worker processes running the queue's jobs (0: leave them to `backdrop serve`)"),
     debug: bool = typer.Option(False, "--debug"),
 ) -> None:
-    """Start the studio web app (text to image, new backgrounds) on localhost."""
+    """Start the studio web app (text to image, new backgrounds, data sets, jobs) on localhost."""
     from .studio import launch
 
-    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser))
+    code = guarded(debug, lambda: launch(port=port, host=host, open_browser=open_browser,
+                                         allow_roots=tuple(allow_root or ()), queue=queue, workers=workers))
     raise typer.Exit(code or 0)
 
 
 from .cli_models import models_app  # noqa: E402  (a sub-app: light, no model libraries)
+from .cli_preview import preview as _preview  # noqa: E402  (#23: contact sheets)
+
+app.command("preview")(_preview)
 
 app.add_typer(models_app, name="models", help="The model store: list, pull, verify, path, remove.")
+
+from .cli_serve import jobs_app, serve  # noqa: E402  (light: fastapi and uvicorn load only when serving)
+
+app.command()(serve)
+app.add_typer(jobs_app, name="jobs", help="The job queue of `backdrop serve`: list, show, cancel, recover, work.")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from .datasets.labels import box_mask
+from .datasets.labels import box_mask, cover_boxes, segment_plan
 from .errors import BackdropError, InputError, OutputError
 from .images import load_image
 from .job import Job, Outcome, Plan, Task
@@ -68,7 +68,20 @@ def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
     if pipe is not None:
         pipe.config = replace(pipe.config, seed=plan.job.base_seed)
         worker = Worker(plan.job, pipeline=pipe, out=plan.out, dataset=dataset)
+    if survey["augment"] and _needs_set(job):  # swap: the set's clean backgrounds, one first pass
+        from .generate.donors import build
+
+        build(plan, worker or Worker(plan.job, out=plan.out, dataset=dataset))
     return plan, worker
+
+
+def _needs_set(job: Job) -> bool:
+    from .generate import GENERATORS
+
+    try:
+        return GENERATORS.load(job.config.generate.backend).needs_set
+    except BackdropError:
+        return False  # an unknown name fails later, with its own message
 
 # -- the worker: one task -> files ---------------------------------------------------------------
 
@@ -84,6 +97,7 @@ class Worker:
         self.fingerprint = job.fingerprint()
         self.on_variant: Any = None  # called as on_variant(task, k, seconds since the task began)
         self.cache = MaskCache.for_job(job)
+        self._bound = False  # generators that draw from the set (swap) get its donor store once
 
     @property
     def pipe(self) -> Any:
@@ -191,38 +205,24 @@ class Worker:
     def _label_masks(self, item: Any, size: tuple[int, int]):
         """(mask, region, boxes) from the item's labels: masks are the foreground; boxes limit
         the segmenter's mask to them (grown by ``box_grow``)."""
-        labels = getattr(item, "labels", None)
-        if labels is None:
-            return None, None, None
-        fg = labels.foreground(size)
+        # the labels-aware rule, shared with `backdrop masks` and the training-loop transform
+        fg, region, boxes = segment_plan(getattr(item, "labels", None), size, self.job.box_grow)
         if fg is not None:
             return Image.fromarray(np.where(fg, 255, 0).astype(np.uint8), "L"), None, None
-        boxes = labels.boxes()
-        if not boxes:
+        if region is None or not boxes:
             return None, None, None
-        region = np.zeros((size[1], size[0]), bool)
-        for x0, y0, x1, y1 in boxes:
-            gx, gy = (x1 - x0) * self.job.box_grow + 2, (y1 - y0) * self.job.box_grow + 2
-            region |= box_mask((x0 - gx, y0 - gy, x1 + gx, y1 + gy), size)
         return None, Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L"), boxes
 
     def _box_check(self, prep: Any, boxes: list, item: Any, objects: Optional[list] = None) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
         (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Box-prompted
         masks (``objects``, segment.boxes) decided that per object already: a box falls back only
-        when nothing was found in it. Returns the record and, for a skipped image, the one-line reason."""
-        m = np.asarray(prep.mask) > 0
-        size = (m.shape[1], m.shape[0])
-        covers, fallback = [], []
-        for i, box in enumerate(boxes):
-            inside = box_mask(box, size)
-            cover = float((m & inside).sum()) / max(1, int(inside.sum()))
-            covers.append(round(cover, 3))
-            if objects is not None:
-                if objects[i]["fallback"]:
-                    fallback.append(i)
-            elif cover < self.job.box_min_cover:
-                fallback.append(i)
+        when nothing was found in it (its whole box is in the mask already). Returns the record and,
+        for a skipped image, the one-line reason."""
+        min_cover = 0.0 if objects is not None else self.job.box_min_cover
+        covers, fallback, mm = cover_boxes(np.asarray(prep.mask), boxes, min_cover)
+        if objects is not None:
+            fallback = [i for i, o in enumerate(objects) if o["fallback"]]
         record = {"box_cover": covers, "box_fallback": fallback}
         if objects is not None:
             covers = [o["cover"] for o in objects]  # the mask's own cover, before any whole-box fallback
@@ -235,18 +235,25 @@ class Worker:
                             f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
                             "(use --box-fallback box to keep whole boxes)")
         if fallback:
-            mm = m.copy()
-            for i in fallback:
-                mm |= box_mask(boxes[i], size)
             self.pipe.remask(prep, Image.fromarray(np.where(mm, 255, 0).astype(np.uint8), "L"))
             prep.warnings.append(f"mask covered too little of box(es) {fallback}: whole box kept")
         return record, ""
+
+    def _bind_set(self) -> None:
+        gen = self.pipe.generator
+        if not self._bound and gen.needs_set:
+            from .generate.donors import DonorStore, store_dir
+
+            gen.bind_set(DonorStore(store_dir(self.job)), variants=self.job.config.variants,
+                         base_seed=int(self.job.base_seed or 0))
+        self._bound = True
 
     def _variants(self, task: Task, prep: Any, missing: list[int]):
         seeds = [variant_seed(task.seed, k) for k in missing]
         slots = None if task.slot is None else [task.slot + k - 1 for k in missing]
         t0 = time.perf_counter()
-        for v in self.pipe.variants(prep, seeds, slots=slots):
+        self._bind_set()
+        for v in self.pipe.variants(prep, seeds, slots=slots, item=task.rel):
             k = missing[v.index - 1]
             out = replace(v, index=k)
             del v
@@ -296,8 +303,11 @@ class Worker:
                                  objects=prep.notes.get("segment_objects"))
             if check:
                 lcheck.update(check)
+            made_by = {k: prep.notes[f"{n}.seed{v.seed}"] for k, n in (("generator", "mix"), ("background", "swap.donor"))
+                       if f"{n}.seed{v.seed}" in prep.notes}  # per variant: a mix's pick, swap's donor
             data = encode_image(v.composite, fmt, parameters=labels["parameters"], quality=job.quality,
-                                record={**record, "variant": {"index": v.index, "seed": v.seed}, "labels": lcheck},
+                                record={**record, "variant": {"index": v.index, "seed": v.seed, **made_by},
+                                        "labels": lcheck},
                                 source_type=labels["composite"])
             files = {rel: data, **ds.label_files(item, rel)}
             man = {"image": rel, "source": item.rel, "split": item.split, "variant": v.index, "seed": v.seed,
@@ -306,9 +316,13 @@ class Worker:
                 man["background_only"] = True  # no labelled object: the whole picture got a new background
             if pipe.uses_prompt:
                 man["prompt"] = {"positive": prep.prompt.positive, "negative": prep.prompt.negative}
-            bg = prep.notes.get(f"pool.file.seed{v.seed}")
+            bg = prep.notes.get(f"pool.file.seed{v.seed}") or prep.notes.get(f"swap.donor.seed{v.seed}")
             if bg:
                 man["background"] = bg
+            if f"mix.seed{v.seed}" in prep.notes:  # a mix: which of its generators made this one
+                man["generator"] = prep.notes[f"mix.seed{v.seed}"]
+            if f"swap.other_class.seed{v.seed}" in prep.notes:
+                man["background_other_class"] = prep.notes[f"swap.other_class.seed{v.seed}"]
             checks = prep.notes.get(f"checks.seed{v.seed}")
             if checks is not None:  # the manifest stays the same run to run: no timings in it
                 man["checks"] = {k: val for k, val in checks.items() if k != "seconds"}

@@ -79,6 +79,7 @@ class Summary:
     picks: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     exit_codes: set[int] = field(default_factory=set)
+    stopped: bool = False  # the run was asked to stop (run_local's should_stop) before its last task
 
     def add(self, o: Outcome) -> None:
         if o.status == "done":

@@ -525,11 +525,49 @@ def _describe_info(info: dict[str, Any]) -> str:
     return ", ".join(bits) or "unknown settings"
 
 
-def write_new(path: str | Path, data: bytes) -> bool:
+def _mkstemp(path: Path, suffix: str, tmp_dir: str | Path | None) -> tuple[int, str]:
+    """A temporary file beside ``path``, or in ``tmp_dir`` named after this process (so
+    :func:`remove_dead_temps` can tell a killed writer's leftovers from a live one's)."""
+    if tmp_dir is None:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=".part", dir=tmp_dir)
+
+
+def remove_dead_temps(tmp_dir: str | Path) -> int:
+    """Remove the temporary files in ``tmp_dir`` (as written with ``tmp_dir=``) whose process is
+    gone (``kill -9`` included); returns how many. A live writer's are left alone."""
+    gone = 0
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except OSError:
+        return 0
+    for f in entries:
+        try:
+            pid = int(f.name.split(".", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or another user's process: PermissionError below)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(f.path)
+            gone += 1
+    return gone
+
+
+def write_new(path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None) -> bool:
     """Write ``data`` to ``path`` only if no file of that name exists (a temporary file linked
-    into place: never a replace, never a partial file). False when the name is taken."""
+    into place: never a replace, never a partial file). False when the name is taken.
+    ``tmp_dir`` (same file system): where the temporary file goes instead of beside ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bdtmp", dir=path.parent)
+    fd, tmp = _mkstemp(path, ".bdtmp", tmp_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -555,10 +593,11 @@ def fingerprint(data: Any) -> str:
 # data set format writes, the studio and the model store.
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write or replace ``path`` with ``data`` through a temporary file beside it and one rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, tmp_dir: str | Path | None = None) -> None:
+    """Write or replace ``path`` with ``data`` through a temporary file beside it (or in
+    ``tmp_dir``, as for :func:`write_new`) and one rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path, ".tmp", tmp_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

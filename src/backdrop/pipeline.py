@@ -264,6 +264,7 @@ class Pipeline:
         seeds: list[int],
         *,
         slots: Optional[list[int]] = None,
+        item: Optional[str] = None,
         on_progress: Optional[StageProgress] = None,
     ) -> Iterator[Variant]:
         """Steps 5-6: one new background per seed, composited; yielded one at a time (so a
@@ -283,7 +284,7 @@ class Pipeline:
                 requests = [
                     GenerateRequest(
                         image=prep.image, mask=prep.mask, background=prep.background, known=prep.known,
-                        prompt=prep.prompt, seed=seeds[i], slot=None if slots is None else slots[i],
+                        prompt=prep.prompt, seed=seeds[i], slot=None if slots is None else slots[i], item=item,
                         progress=lambda j, total, stage=f"generate {i + 1}/{n}": progress(stage, j, total),
                     )
                     for i in chunk

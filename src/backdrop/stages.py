@@ -22,6 +22,8 @@ Generator ``batched``      False      ``generate_batch`` takes several requests 
 Generator ``max_batch()``  1          requests per ``generate_batch`` call
 Generator ``keeps_background_colours``  False  too_close / near_duplicate checks do not apply
 Generator ``background_source_type``    None   overrides the background's IPTC source type
+Generator ``needs_set``    False      the engine builds the set's donor store first (swap) and
+                                      calls ``bind_set(store, variants=, base_seed=)``
 =========================  =========  ======================================================
 
 An object that does not subclass its stage's class (a caller's own, handed to
@@ -106,9 +108,16 @@ class Generator(Backend):
     generative: bool = False
     uses_prompt: bool = True
     uses_background: bool = True
+    # reads ``request.background`` itself; False: only ``known`` (texture), so a caller that needs
+    # no clean background of its own (the training-loop transform) need not inpaint for it
+    reads_background: bool = True
     batched: bool = False
     keeps_background_colours: bool = False
     background_source_type: Optional[str] = None
+    needs_set: bool = False
+
+    def bind_set(self, store: Any, *, variants: int, base_seed: int) -> None:
+        """``needs_set`` generators: the run's donor store, variants per image and base seed."""
 
     def __call__(self, request: GenerateRequest) -> Image.Image:
         raise NotImplementedError
@@ -135,8 +144,8 @@ class Skipped(Backend):
 
 STAGES: dict[str, type[Backend]] = {c.stage: c for c in (Segmenter, Inpainter, Captioner, Refiner, Generator)}
 
-_FLAGS = ("generative", "uses_prompt", "uses_background", "keeps_background_colours", "background_source_type",
-          "uses_gpu", "name")
+_FLAGS = ("generative", "uses_prompt", "uses_background", "reads_background", "keeps_background_colours",
+          "background_source_type", "uses_gpu", "name", "needs_set")
 
 
 def adopt(obj: Any, stage: str) -> Any:

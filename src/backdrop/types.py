@@ -45,6 +45,9 @@ class GenerateRequest:
     # a data set run's running number of this (image, variant): generators that draw from a
     # finite pool use it to spread their picks (no pick again while unused ones remain)
     slot: Optional[int] = None
+    # the image's identity in its set (its path relative to the set's root): generators that draw
+    # from the set itself (swap) use it to find the image's class and never pick the image itself
+    item: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,51 @@ class Labels:
 
     def boxes(self) -> list[Box]:
         return [o.box for o in self.objects]
+
+
+# -- the labels-aware rule: one for `augment`, `backdrop masks` and the training-loop transform ------
+
+
+def segment_plan(labels: Labels | None, size: tuple[int, int], box_grow: float):
+    """Where an image's foreground comes from, given its labels: ``(foreground, region, boxes)``.
+
+    - masks known (a mask file, every object's polygon/RLE, or no objects at all):
+      ``foreground`` is their union (bool ``h x w``); the segmenter is not needed;
+    - boxes only: ``region`` (bool ``h x w``) is the boxes grown by ``box_grow`` of their size
+      (+2 px), inside which the segmenter's mask is kept, and ``boxes`` the boxes themselves
+      (each must then be covered enough, see :func:`cover_boxes`);
+    - no labels: ``(None, None, None)``, the segmenter's mask of the whole image.
+    """
+    if labels is None:
+        return None, None, None
+    fg = labels.foreground(size)
+    if fg is not None:
+        return fg, None, None
+    boxes = labels.boxes()
+    w, h = _wh(size)
+    region = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        gx, gy = (x1 - x0) * box_grow + 2, (y1 - y0) * box_grow + 2
+        region |= box_mask((x0 - gx, y0 - gy, x1 + gx, y1 + gy), (w, h))
+    return None, region, boxes
+
+
+def cover_boxes(mask: np.ndarray, boxes: list[Box], min_cover: float) -> tuple[list[float], list[int], np.ndarray]:
+    """Each labelled box must be covered by the mask at least ``min_cover`` of its area.
+
+    Returns the coverages (rounded), the indices of the boxes below it, and the mask with those
+    boxes filled whole (bool ``h x w``; the input itself when none falls short)."""
+    m = np.asarray(mask) > 0
+    size = (m.shape[1], m.shape[0])
+    covers, short = [], []
+    for i, box in enumerate(boxes):
+        inside = box_mask(box, size)
+        cover = float((m & inside).sum()) / max(1, int(inside.sum()))
+        covers.append(round(cover, 3))
+        if cover < min_cover:
+            short.append(i)
+    if short:
+        m = m.copy()
+        for i in short:
+            m |= box_mask(boxes[i], size)
+    return covers, short, m

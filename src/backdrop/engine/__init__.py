@@ -19,7 +19,8 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
     """Augment a labelled data set: the Python side of ``backdrop augment``.
 
     ``config`` is a :class:`~backdrop.config.PipelineConfig` (its ``variants`` and ``seed`` apply);
-    without one: 3 variants from the ``random`` generator, as ``backdrop augment`` does;
+    without one: 3 variants from the default generator (``generate.AUGMENT_DEFAULT``), as
+    ``backdrop augment`` does;
     ``options`` are :class:`Job` fields (``format``, ``splits``, ``include_originals``,
     ``image_format``, ``quality``, ``save_masks``, ``overwrite``, ``box_fallback``, ...).
     Rerunning the same call resumes. Returns the :class:`Summary`.
@@ -33,7 +34,9 @@ def augment(source: str | Path, out: str | Path | None = None, *, config: Any = 
 
     source = Path(source)
     dst = Path(out) if out is not None else source.resolve().parent / f"{source.resolve().name}-backdrop"
-    config = config or PipelineConfig(variants=3, generate=GenerateConfig(backend="random"))
+    from ..generate import AUGMENT_DEFAULT
+
+    config = config or PipelineConfig(variants=3, generate=GenerateConfig(backend=AUGMENT_DEFAULT))
     if engine not in ("local", "ray"):
         from ..errors import ConfigError
 

@@ -24,9 +24,12 @@ OnOutcome = Callable[[Outcome], None]
 
 
 def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: bool = True,
-              plan: Plan | None = None, worker: Worker | None = None) -> Summary:
+              plan: Plan | None = None, worker: Worker | None = None,
+              should_stop: Optional[Callable[[], bool]] = None) -> Summary:
     """Run ``job`` here; returns the summary (the manifest and index files are written at the end,
-    also when some tasks failed; a disk error stops the loop and is raised after them)."""
+    also when some tasks failed; a disk error stops the loop and is raised after them).
+    ``should_stop`` is asked before each task: True ends the loop there, keeping what is done
+    (``summary.stopped``; a queued job's cancel)."""
     if plan is None:
         from ..items import start
 
@@ -42,6 +45,9 @@ def run_local(job: Job, *, on_outcome: Optional[OnOutcome] = None, progress: boo
     try:
         with ProgressBar(total, job.config.variants, enabled=progress) as bar:
             for task in plan.tasks():
+                if should_stop is not None and should_stop():
+                    summary.stopped = True
+                    break
                 summary.total += 1
                 bar.describe(task.key)
                 try:
@@ -71,12 +77,13 @@ def tally(summary: Summary, outcome: Outcome, on_outcome: Optional[OnOutcome], b
 class ProgressBar:
     """A rich bar (images/s, ETA) on a terminal; plain periodic log lines elsewhere."""
 
-    def __init__(self, total: int | None, variants: int, enabled: bool):
+    def __init__(self, total: int | None, variants: int, enabled: bool, unit: str = "new images"):
         from rich.console import Console
 
         self.total = total
         self.variants = max(1, variants)
         self.enabled = enabled
+        self.unit = unit  # what advance() counts, in the plain progress line
         self.console = Console(stderr=True)
         self.rich = enabled and self.console.is_terminal
         self.done = 0
@@ -112,7 +119,7 @@ class ProgressBar:
             self.last = now
             per = (now - self.t0) / self.done
             eta = f", ETA {_hms(per * (self.total - self.done))}" if self.total else ""
-            log.info("progress: %d/%s items, %.2f new images/s%s", self.done, self.total or "?", rate, eta)
+            log.info("progress: %d/%s items, %.2f %s/s%s", self.done, self.total or "?", rate, self.unit, eta)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

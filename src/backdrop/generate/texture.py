@@ -59,6 +59,7 @@ class TextureGenerator(Generator):
     generative = False
     uses_prompt = False  # the pipeline skips caption and refine for it
     keeps_background_colours = True  # by design: too_close and near_duplicate checks do not apply to it
+    reads_background = False  # it samples only ``known`` pixels, never the inpainted ones
 
     def __init__(self, config: GenerateConfig):
         self.config = config
