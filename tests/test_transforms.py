@@ -247,3 +247,26 @@ def test_core_and_albumentations_adapter_stay_light(module, absent):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "LOADED=", proc.stdout
+
+
+def test_swap_draws_from_a_donor_store(tmp_path):
+    from backdrop.generate.donors import write_store
+
+    img, mask, _ = scene()
+    colours = [(250, 10, 10), (10, 250, 10), (10, 10, 250)]
+    entries = [(f"d{i}.png", None, np.full((60, 80, 3), c, np.uint8), np.zeros((60, 80), bool))
+               for i, c in enumerate(colours)]
+    write_store(tmp_path / "donors", entries)
+    with pytest.raises(ConfigError, match="donors=DIR"):
+        ReplaceBackground("swap")
+    t = ReplaceBackground("swap", donors=tmp_path / "donors", seed=0, variation=0.0)
+    seen = set()
+    for _ in range(12):
+        out = t(image=img, mask=mask)["image"]
+        assert np.array_equal(out[mask > 0], img[mask > 0])
+        bg = out[mask == 0].astype(int)
+        match = [c for c in colours if (np.abs(bg - c) <= 3).all()]
+        assert len(match) == 1, bg[:3]
+        seen.add(match[0])
+    assert len(seen) >= 2  # a new donor along the calls
+    assert pickle.loads(pickle.dumps(t)).donors == str(tmp_path / "donors")

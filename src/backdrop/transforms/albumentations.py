@@ -49,6 +49,7 @@ class ReplaceBackground(A.DualTransform):
         segment: the segmenter backend for ``on_miss="segment"`` (None: backdrop's default).
         box_grow, box_min_cover: the labels-aware rule (as ``backdrop augment``'s options).
         prompt: for generators that read one (Stable Diffusion backends; slow).
+        donors: ``swap``'s donor store (the folder an ``augment --generator swap`` run wrote).
         generator_options: other ``GenerateConfig`` fields (``{"random_style": "studio"}``).
         p: probability of applying the transform.
 
@@ -64,6 +65,7 @@ class ReplaceBackground(A.DualTransform):
         box_grow: float = Field(ge=0)
         box_min_cover: float = Field(ge=0, le=1)
         prompt: str
+        donors: Optional[Union[str, Path]]
         generator_options: Optional[dict[str, Any]]
 
     def __init__(
@@ -76,6 +78,7 @@ class ReplaceBackground(A.DualTransform):
         box_grow: float = 0.05,
         box_min_cover: float = 0.3,
         prompt: str = "",
+        donors: Optional[Union[str, Path]] = None,
         generator_options: Optional[dict[str, Any]] = None,
         p: float = 0.5,
     ):
@@ -88,14 +91,16 @@ class ReplaceBackground(A.DualTransform):
         self.box_grow = box_grow
         self.box_min_cover = box_min_cover
         self.prompt = prompt
+        self.donors = None if donors is None else str(donors)
         self.generator_options = dict(generator_options or {})
         # the core does the work; p is decided here (by albumentations), so the core always applies
         self.core = _Core(generator, backgrounds, p=1.0, on_miss=on_miss, masks=masks, segment=segment,
-                          box_grow=box_grow, box_min_cover=box_min_cover, prompt=prompt, **self.generator_options)
+                          box_grow=box_grow, box_min_cover=box_min_cover, prompt=prompt, donors=donors,
+                          **self.generator_options)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("generator", "backgrounds", "on_miss", "masks", "segment", "box_grow", "box_min_cover", "prompt",
-                "generator_options")
+                "donors", "generator_options")
 
     @property
     def targets_as_params(self) -> list[str]:

@@ -52,7 +52,8 @@ class ReplaceBackground:
     unchanged) or ``"error"``.
 
     ``generator``: any registered generator (``random``, ``pool`` with ``backgrounds=DIR``,
-    ``texture``, ...); ``generator_options`` are :class:`~backdrop.config.GenerateConfig` fields
+    ``texture``, ``swap`` with ``donors=DIR``: the donor store an ``augment --generator swap``
+    run wrote, any other image's clean background, whatever its class, ...); ``generator_options`` are :class:`~backdrop.config.GenerateConfig` fields
     (``random_style="studio"``, ``variation=0.1``). Stable Diffusion backends work but take
     seconds per image. ``p``: the probability of replacing at all. ``seed``: None draws each
     call's seed from the framework's random state (:func:`draw_seed`); an int makes the
@@ -80,6 +81,7 @@ class ReplaceBackground:
         box_grow: float = 0.05,
         box_min_cover: float = 0.3,
         prompt: str = "",
+        donors: str | Path | None = None,
         **generator_options: Any,
     ):
         from ..config import GenerateConfig, SegmentConfig
@@ -101,6 +103,10 @@ class ReplaceBackground:
         avail = GENERATORS.availability(generator, self.generate_config)
         if not avail.usable:
             raise ConfigError(f"generator {generator!r}: {avail.reason}")
+        if getattr(GENERATORS.load(generator), "needs_set", False) and donors is None:
+            raise ConfigError(f"generator {generator!r} draws from a set's donor store: pass donors=DIR, the "
+                              "OUT/.backdrop/donors/<settings> folder that a `backdrop augment --generator swap` run wrote")
+        self.donors = None if donors is None else str(donors)
         self.generator = generator
         self.p = float(p)
         self.seed = seed
@@ -123,7 +129,7 @@ class ReplaceBackground:
     # -- pickling: settings travel, loaded things are rebuilt in the worker ------------------------
     def __getstate__(self) -> dict[str, Any]:
         keep = ("generate_config", "segment_config", "generator", "p", "seed", "on_miss", "masks",
-                "box_grow", "box_min_cover", "prompt")
+                "box_grow", "box_min_cover", "prompt", "donors")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -275,13 +281,14 @@ class ReplaceBackground:
     def loaded_generator(self) -> Any:
         if self._gen is None:
             from ..generate import GENERATORS
-
             from ..stages import adopt
 
             self._gen = adopt(GENERATORS.create(self.generator, self.generate_config), "generate")
-            load = getattr(self._gen, "load", None)
-            if callable(load):
-                load()
+            if self._gen.needs_set:  # swap: a set's donors; the image is outside it here
+                from ..generate.donors import DonorStore
+
+                self._gen.bind_set(DonorStore(self.donors), variants=1, base_seed=self.seed or 0)
+            self._gen.load()  # the contract's load(): a no-op for weight-free generators
         return self._gen
 
     _inpaint_dilate = 7
