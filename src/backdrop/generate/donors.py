@@ -97,6 +97,7 @@ def settings_key(job: Any, fill: str = FILL) -> str:
 
     cfg = resolve_auto(job.config, skip={"caption": "-", "refine": "-"})[0]
     data = {"segment": asdict(cfg.segment), "inpaint": asdict(cfg.inpaint), "box_grow": job.box_grow,
+            "box_prompt": getattr(job, "box_prompt", None),
             "max_pixels": cfg.max_pixels, "fill": fill, "version": _VERSION}
     for k in ("device", "threads"):  # how fast, never what
         data["segment"].pop(k, None)
@@ -332,21 +333,31 @@ def _clean_background(job: Any, worker: Any, task: Any, fill: str) -> bytes:
     loaded = load_image(task.path, max_pixels=job.config.max_pixels)
     size = loaded.image.size
     mask, region, boxes = worker._label_masks(task.item, size)
-    if mask is None and "segment" not in worker.pipe.skipped:  # the items' own mask, from the same cache
+    pipe = worker.pipe
+    if mask is None and "segment" not in pipe.skipped:
+        # the item pass's own mask rule and cache key (segment/itemmask), so the items find it there;
+        # its warnings are said by the item pass (replayed from the cache), not twice
         from ..segment.itemmask import item_mask
 
-        mask = item_mask(worker.pipe.segmenter, worker.pipe.config.segment, loaded.image, task.path, boxes=boxes,
-                         region=region, cache=worker.cache, box_prompt=job.box_prompt, box_grow=job.box_grow,
-                         label=Path(task.path).name).mask
-    prep = worker.pipe.prepare(loaded, mask=mask, region=None if mask is not None else region, background=False)
-    m = np.asarray(prep.mask) > 0
+        quiet = logging.getLogger("backdrop")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            mask = item_mask(pipe.segmenter, pipe.config.segment, loaded.image, task.path, boxes=boxes,
+                             region=region, cache=worker.cache, box_prompt=job.box_prompt,
+                             box_grow=job.box_grow).mask
+        finally:
+            quiet.setLevel(level)
+    if mask is None:  # no segmenter in this run and no labelled mask: nothing to remove
+        mask = Image.new("L", size, 0)
+    m = np.asarray(mask.convert("L")) > 0
     if boxes:  # a donor loses its whole labelled boxes: no piece of an object may survive
         for x0, y0, x1, y1 in boxes:
             m[max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = True
     mask_img = Image.fromarray(np.where(m, 255, 0).astype(np.uint8), "L")
     hole = np.asarray(hole_mask(mask_img, job.config.inpaint.dilate)) > 0
     rgb = fill_hole(np.asarray(loaded.image), hole, fill, seed=int.from_bytes(rel_hash(task.rel)[:4], "big"),
-                    inpainter=worker.pipe.inpainter, mask=mask_img)
+                    inpainter=pipe.inpainter, mask=mask_img)
     filled = hole if fill != "quilt-all" or hole.mean() > 0.9 else np.zeros_like(hole)  # re-stitched: all real
     rgba = np.dstack([rgb, np.where(filled, 0, 255).astype(np.uint8)])
     buf = io.BytesIO()
