@@ -116,3 +116,11 @@ def test_summary_exit_code_is_a_pure_read():
     s.add(Outcome("c", "failed", "bad input", exit_code=2))
     assert s.exit_code == 1 and s.exit_code == 1  # a mix of failures: 1, every time
     assert Summary().exit_code == 0
+
+
+def test_fingerprint_of_an_unknown_generator_does_not_fail():
+    """The fingerprint is made before the backend is built: an unknown name fails later, with its own message."""
+    from backdrop.config import GenerateConfig
+
+    job = Job(config=PipelineConfig(generate=GenerateConfig(backend="no-such")), out="o", kind="run")
+    assert len(job.fingerprint()) == 16

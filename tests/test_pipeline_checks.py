@@ -80,8 +80,7 @@ def test_checks_recorded_in_the_manifest_of_a_data_set(tmp_path):
 
     src = tmp_path / "src"
     make_yolo(src)
-    # random: the generator every check applies to (swap's donors are real backgrounds of the set:
-    # it runs object_copy only, see checks.py)
+    # random: a generator every check applies to (swap, augment's default, skips too_close and near_duplicate)
     assert invoke("augment", src, "-o", tmp_path / "out", "-n", "2", "--seed", "1", "--segmenter", "classical",
                   "--generator", "random", "-q").exit_code == 0
     lines = [m for m in manifest(tmp_path / "out") if m.get("variant")]

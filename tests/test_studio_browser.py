@@ -322,5 +322,5 @@ def test_data_set_job_from_the_page_runs_on_the_service_queue_and_back(studio, s
     page.goto(f"{studio['url']}/jobs")
     page.get_by_role("heading", name="Jobs", exact=True, level=2).wait_for()
     page.get_by_text(posted["id"]).first.wait_for(timeout=30_000)
-    assert page.get_by_text(job_id).count() >= 1
+    page.get_by_text(job_id).first.wait_for(timeout=30_000)  # the list redraws every 2 s: wait, not count
     page.screenshot(path=str(ARTIFACTS / "studio_jobs.png"), full_page=True)

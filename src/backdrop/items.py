@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _JPEG = {".jpg", ".jpeg"}
 
 
-def start(job: Job, *, load: bool = True) -> tuple["Plan", Optional["Worker"]]:
+def start(job: Job, *, load: bool = True) -> tuple[Plan, Optional["Worker"]]:
     """Everything before the first image, in the order that wastes least: the source (surveyed
     once), the backends and models (a missing model fails once, before any output folder
     exists), then the output (opened, checked writable, base seed fixed). Returns the plan and,
@@ -83,6 +83,7 @@ def _needs_set(job: Job) -> bool:
         return GENERATORS.load(job.config.generate.backend).needs_set
     except BackdropError:
         return False  # an unknown name fails later, with its own message
+
 
 # -- the worker: one task -> files ---------------------------------------------------------------
 

@@ -236,11 +236,14 @@ class Job:
     def fingerprint(self) -> str:
         from .generate import GENERATORS
         from .pipeline import resolve_auto, skipped_stages
+        from .stages import Generator
 
         try:
             gen = GENERATORS.load(self.config.generate.backend)
         except Exception:  # noqa: BLE001 - an unknown name fails later, with its own message
-            gen = None
+            gen = Generator
+        if not (isinstance(gen, type) and issubclass(gen, Generator)):
+            gen = Generator  # a class not written to the contract: what it declares is read when built
         skip = skipped_stages(self.config, gen)
         cfg = _strip(resolve_auto(self.config, skip=skip)[0].to_dict())  # "auto" as it resolves here
         for stage in skip:  # a stage that does not run cannot change the output

@@ -83,9 +83,9 @@ class SwapGenerator(Generator):
                               "`backdrop run` over several images, or backdrop.augment(); for one image use random or pool")
         if store.count < 2:  # a set of one: nothing to swap with (the first pass said so once)
             if self._random is None:
-                from . import GENERATORS
+                from .random import RandomGenerator  # a sibling backend: no import back up to the registry
 
-                self._random = GENERATORS.create("random", self.config)
+                self._random = RandomGenerator(self.config)
             runlog.note(f"mix.seed{request.seed}", "random")  # the manifest's ``generator``: what made it
             return self._random(request)
         donor, other = self.pick(request)

@@ -281,17 +281,14 @@ class ReplaceBackground:
     def loaded_generator(self) -> Any:
         if self._gen is None:
             from ..generate import GENERATORS
-
             from ..stages import adopt
 
             self._gen = adopt(GENERATORS.create(self.generator, self.generate_config), "generate")
-            if getattr(self._gen, "needs_set", False):  # swap: a set's donors; the image is outside it here
+            if self._gen.needs_set:  # swap: a set's donors; the image is outside it here
                 from ..generate.donors import DonorStore
 
                 self._gen.bind_set(DonorStore(self.donors), variants=1, base_seed=self.seed or 0)
-            load = getattr(self._gen, "load", None)
-            if callable(load):
-                load()
+            self._gen.load()  # the contract's load(): a no-op for weight-free generators
         return self._gen
 
     _inpaint_dilate = 7

@@ -62,8 +62,8 @@ def main() -> None:
             total = rec.total or 0
             c[3].progress(min(1.0, rec.done / total) if total else (1.0 if rec.state == "done" else 0.0),
                           text=f"{rec.done}/{total or '?'}")
-            c[4].write(_when(rec.created))
-            c[5].write(_took(rec))
+            c[4].text(_when(rec.created))
+            c[5].text(_took(rec))
             src = rec.params.get("source") or "(uploaded)"
             link = f"[contact sheet](/data-sets?job={rec.id})" if rec.kind == "augment" and rec.state == "done" else ""
             c[6].markdown(f"{src}  \n{link}" if link else src)
