@@ -28,6 +28,7 @@ BAD = {
     "box_grow": (-0.1, "0 to 10"),
     "box_min_cover": (1.5, "0 to 1"),
     "box_fallback": ("bogus", "box, skip"),
+    "box_prompt": ("yes", "True or False"),
     "mask_cache": ("", "auto"),
     "base_seed": ("7", "integer"),
 }

@@ -4,6 +4,7 @@ model store on the example images when they are present."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -65,7 +66,20 @@ def _iou(mask: Image.Image, truth: np.ndarray) -> float:
 
 
 def _cfg(model, **kw) -> SegmentConfig:
+    kw.setdefault("runtime", "onnxruntime")  # the onnxruntime path; "auto" is tested below
     return SegmentConfig(backend="rembg", model=str(model), device=kw.pop("device", "cpu"), **kw)
+
+
+def test_auto_runtime_is_openvino_where_installed_with_the_same_mask(tiny_model):
+    img, truth = _scene()
+    auto = RembgSegmenter(_cfg(tiny_model, runtime="auto"))
+    want = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    assert auto.runtime == want and auto.describe()["runtime"] == want
+    ort_mask = np.asarray(RembgSegmenter(_cfg(tiny_model))(img))
+    auto_mask = np.asarray(auto(img))
+    assert (ort_mask != auto_mask).mean() < 0.001 and _iou(auto(img), truth) > 0.95
+    with pytest.raises(ConfigError, match="size/runtime apply to ISNet files"):
+        RembgSegmenter(_cfg(tiny_model, runtime="openvino", alpha_matting=True))
 
 
 # -- tiny model through the real rembg path ------------------------------------------------------

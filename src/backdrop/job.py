@@ -147,6 +147,7 @@ class Job:
     box_grow: float = 0.05  # boxes-only labels: the segmenter's mask is kept inside boxes grown by this share
     box_min_cover: float = 0.3  # ... and each box must be covered this much by the mask, else box_fallback
     box_fallback: Literal["box", "skip"] = "box"  # "box": keep the whole box; "skip": report and skip the image
+    box_prompt: bool = True  # boxes-only labels: segment each box on its own (segment.boxes), not the whole frame
     mask_cache: Optional[str] = "auto"  # segmenter masks kept by image content: "auto" ($BACKDROP_HOME/cache/masks), a folder, or None
     base_seed: Optional[int] = None  # set by plan(): the run's resolved base seed
 
@@ -249,7 +250,7 @@ class Job:
         for stage in skip:  # a stage that does not run cannot change the output
             cfg.pop(stage, None)
         opts = {k: getattr(self, k) for k in ("kind", "format", "image_format", "quality", "include_originals",
-                                              "save_masks", "box_grow", "box_min_cover", "box_fallback")}
+                                              "save_masks", "box_grow", "box_min_cover", "box_fallback", "box_prompt")}
         return fingerprint({"config": cfg, "opts": opts, "seed": self.base_seed})
 
     def finalize(self, out: OutputSet | None = None, dataset: Any = None) -> list[str]:
@@ -289,7 +290,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {"kind": ("run", "dataset"), "image_forma
 _FLAGS = {"out": "--out", "format": "--format", "splits": "--splits", "include_originals": "--include-originals",
           "copy_other_splits": "--copy-other-splits", "image_format": "--image-format", "quality": "--quality",
           "save_masks": "--save-masks", "overwrite": "--overwrite", "box_min_cover": "--box-cover",
-          "box_fallback": "--box-fallback", "mask_cache": "--mask-cache", "base_seed": "--seed"}
+          "box_fallback": "--box-fallback", "mask_cache": "--mask-cache", "base_seed": "--seed",
+          "box_prompt": "--box-prompt/--no-box-prompt"}
 
 
 def validate_job(job: Job) -> None:
@@ -315,7 +317,7 @@ def validate_job(job: Job) -> None:
     check(isinstance(job.splits, tuple) and len(job.splits) > 0 and all(isinstance(x, str) and x.strip()
                                                                          for x in job.splits),
           "splits", "at least one split name (e.g. train)")
-    for name in ("copy_other_splits", "include_originals", "save_masks", "overwrite"):
+    for name in ("copy_other_splits", "include_originals", "save_masks", "overwrite", "box_prompt"):
         is_bool(name)
     check(isinstance(job.quality, int) and not isinstance(job.quality, bool) and 1 <= job.quality <= 100,
           "quality", "an integer from 1 to 100")

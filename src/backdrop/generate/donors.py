@@ -332,13 +332,13 @@ def _clean_background(job: Any, worker: Any, task: Any, fill: str) -> bytes:
     loaded = load_image(task.path, max_pixels=job.config.max_pixels)
     size = loaded.image.size
     mask, region, boxes = worker._label_masks(task.item, size)
-    key = None
-    if mask is None and worker.cache is not None:
-        key = worker.cache.key(task.path, worker.pipe.config.segment, region)
-        mask = worker.cache.get(key, size)
+    if mask is None and "segment" not in worker.pipe.skipped:  # the items' own mask, from the same cache
+        from ..segment.itemmask import item_mask
+
+        mask = item_mask(worker.pipe.segmenter, worker.pipe.config.segment, loaded.image, task.path, boxes=boxes,
+                         region=region, cache=worker.cache, box_prompt=job.box_prompt, box_grow=job.box_grow,
+                         label=Path(task.path).name).mask
     prep = worker.pipe.prepare(loaded, mask=mask, region=None if mask is not None else region, background=False)
-    if key is not None and mask is None:
-        worker.cache.put(key, prep.mask)
     m = np.asarray(prep.mask) > 0
     if boxes:  # a donor loses its whole labelled boxes: no piece of an object may survive
         for x0, y0, x1, y1 in boxes:

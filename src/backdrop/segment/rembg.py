@@ -108,8 +108,20 @@ class RembgSegmenter(Segmenter):
         self._kind, self._file = resolve_model(config.model)
         self._providers = _providers(config.device)
         self._rembg = require("rembg", "segment", "the rembg segmenter")
-        self.session = self._new_session()
-        self.provider: str = self.session.inner_session.get_providers()[0]
+        self._session: Any = None
+        self._runner: Any = None
+        self.runtime = self._resolve_runtime()
+        if self.uses_runner:
+            # an ISNet file runs converted (any input side, only the final output, tuned session):
+            # the same mask as rembg's at 1024, and box crops at the side that suits them
+            self.provider = self.runner.provider
+        else:
+            if config.size != 1024 or config.runtime not in ("auto", "onnxruntime"):
+                raise ConfigError(
+                    f"segment.size/runtime apply to ISNet files (store models, .onnx paths), not to rembg's "
+                    f"{config.model!r}{' with alpha matting' if config.alpha_matting else ''}; leave them at 1024/onnxruntime"
+                )
+            self.provider = self.session.inner_session.get_providers()[0]
         if config.device in _DEVICE_PROVIDERS and self.provider != _DEVICE_PROVIDERS[config.device]:
             raise ConfigError(
                 f"segment.device is {config.device!r} but onnxruntime fell back to {self.provider} "
@@ -117,15 +129,44 @@ class RembgSegmenter(Segmenter):
             )
         log.info("rembg session %s on %s", self.model_label, self.provider)
 
+    def _resolve_runtime(self) -> str:
+        """``auto``: OpenVINO where the model runs on the CPU and openvino is installed, else onnxruntime."""
+        if self.config.runtime != "auto":
+            return self.config.runtime
+        on_cpu = self._providers[0] == "CPUExecutionProvider"
+        return "openvino" if on_cpu and self._kind == "file" and has_module("openvino") else "onnxruntime"
+
+    @property
+    def uses_runner(self) -> bool:
+        """ISNet files (not rembg's own models, not alpha matting) run through segment.isnet."""
+        return self._kind == "file" and not self.config.alpha_matting
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = self._new_session()
+        return self._session
+
+    @property
+    def runner(self) -> Any:
+        if self._runner is None:
+            from .isnet import IsnetRunner
+
+            self._runner = IsnetRunner(self._file, runtime=self.runtime, providers=self._providers)
+        return self._runner
+
     @property
     def model_label(self) -> str:
         return f"{self.config.model} ({self._file})" if self._file else self.config.model
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run record (run.json's backends.segment): model, file, provider."""
-        return {"model": self.config.model, "file": str(self._file) if self._file else None,
-                "provider": self.provider, "alpha_matting": self.config.alpha_matting,
-                "threshold": self.config.threshold}
+        out = {"model": self.config.model, "file": str(self._file) if self._file else None,
+               "provider": self.provider, "alpha_matting": self.config.alpha_matting,
+               "threshold": self.config.threshold}
+        if self.uses_runner:
+            out.update(size=self.config.size, runtime=self.runtime)
+        return out
 
     def _new_session(self):
         new_session = self._rembg.new_session
@@ -163,7 +204,10 @@ class RembgSegmenter(Segmenter):
 
     def __call__(self, image: Image.Image) -> Image.Image:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        if self.config.alpha_matting:
+        if self.uses_runner:
+            prob = self.runner.probabilities(rgb, self.config.size, normalise=True)
+            alpha = Image.fromarray((prob * 255).astype(np.uint8), "L")
+        elif self.config.alpha_matting:
             cut = self._rembg.remove(rgb, session=self.session, alpha_matting=True)
             alpha = cut.getchannel("A")
         else:
@@ -180,6 +224,20 @@ class RembgSegmenter(Segmenter):
             runlog.warn(f"segment: rembg found {'almost no' if share < 0.001 else 'only'} foreground "
                         f"({share:.1%} of the image); check the mask")
         return Image.fromarray(mask, mode="L")
+
+    def crop_probabilities(self, crop: Image.Image) -> np.ndarray:
+        """The model's probabilities (0..1) for a box's crop, at the input side that suits the crop
+        (never above ``size`` nor isnet.CROP_LIMIT): for segment.boxes."""
+        rgb = crop if crop.mode == "RGB" else crop.convert("RGB")
+        runlog.note("segment_provider", self.provider)
+        if self.uses_runner:
+            from .isnet import CROP_LIMIT, crop_side
+
+            return self.runner.probabilities(rgb, crop_side(*rgb.size, limit=min(self.config.size, CROP_LIMIT)))
+        alpha = self._rembg.remove(rgb, session=self.session, only_mask=True).convert("L")
+        if alpha.size != rgb.size:
+            alpha = alpha.resize(rgb.size, Image.Resampling.BILINEAR)
+        return np.asarray(alpha, np.float32) / 255.0
 
     @classmethod
     def availability(cls, config: SegmentConfig) -> Optional[str]:
