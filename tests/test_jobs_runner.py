@@ -241,3 +241,17 @@ def test_models_stay_loaded_across_jobs_with_the_same_settings():
                             inputs=("x",), out="o").config, {})
     assert other is not first
     assert cache.get(cfg, {}) is not first  # keep=1: the first was let go when the other came
+
+
+def test_an_augment_job_without_a_generator_gets_augments_default(tmp_path):
+    """The service and the studio's /data-sets queue `backdrop augment`'s measured default, not a
+    list of their own; a pool folder or a model still pick pool / sd-txt2img, as on the CLI."""
+    from backdrop.generate import AUGMENT_DEFAULT
+    from backdrop.jobs.runner import build
+
+    job = build("augment", check_params("augment", {}), inputs=(str(tmp_path),), out=str(tmp_path / "o"))
+    assert job.config.generate.backend == AUGMENT_DEFAULT
+    (tmp_path / "bg").mkdir()
+    job = build("augment", check_params("augment", {"backgrounds": str(tmp_path / "bg")}), inputs=(str(tmp_path),),
+                out=str(tmp_path / "o"))
+    assert job.config.generate.backend == "pool"

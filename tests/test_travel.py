@@ -259,16 +259,36 @@ def test_coco_copied_split_with_absolute_file_names_made_relative(tmp_path):
     assert_points_only_inside(copy, moved, out, src)
 
 
-def test_coco_loads_in_torchvision_cocodetection_if_installed(tmp_path):
-    datasets = pytest.importorskip("torchvision.datasets")
+def test_coco_loads_in_torchvision_cocodetection(tmp_path):
+    """torchvision's own COCO reader on a copied set (in a subprocess: set-up keeps torchvision in
+    .venv/torchvision-isolated, importable after backdrop.transforms.torchvision)."""
+    import subprocess
+    import sys
+
+    from test_transforms_torchvision import SRC, torchvision_path
+
+    extra = torchvision_path()
+    if extra is None:
+        pytest.skip("torchvision is not installed (scripts/setup.sh installs it in .venv/torchvision-isolated)")
     src = EXAMPLES / "coco-cells"
     out = tmp_path / "out"
     assert invoke("augment", src, "-o", out, "-n", "1", "--seed", "3", *FAST).exit_code == 0
     _, copy = move_and_copy(out, tmp_path)
-    ds = datasets.CocoDetection(str(copy / "images" / "train"), str(copy / "annotations" / "instances_train.json"))
-    assert len(ds) == 8
-    image, target = ds[0]
-    assert image.size == (256, 192) and target
+    code = (
+        "import backdrop.transforms.torchvision, sys\n"
+        "from torchvision import datasets\n"
+        "ds = datasets.CocoDetection(sys.argv[1], sys.argv[2])\n"
+        "image, target = ds[0]\n"
+        "print(len(ds), image.size, len(target))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), extra) if p)}
+    proc = subprocess.run([sys.executable, "-c", code, str(copy / "images" / "train"),
+                           str(copy / "annotations" / "instances_train.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]  # pycocotools prints its own lines first
+    n, size, objects = last.split(" ", 1)[0], last.split(" (")[1].split(")")[0], last.split()[-1]
+    assert n == "8" and size == "256, 192" and int(objects) > 0
 
 
 # -- Hugging Face imagefolder ----------------------------------------------------------------------------------------

@@ -209,11 +209,10 @@ def build(command: str, params: dict[str, Any], *, inputs: tuple[str, ...], out:
     if command == "augment":
         top.setdefault("variants", 3)
         if stages["generate"].get("backend") is None:  # as `backdrop augment`: new backgrounds by default
-            from ..generate import GENERATORS
+            from ..generate import AUGMENT_DEFAULT
 
             stages["generate"]["backend"] = ("pool" if stages["generate"].get("backgrounds") else
-                                             "sd-txt2img" if stages["generate"].get("model") else
-                                             ("random" if "random" in GENERATORS else "texture"))
+                                             "sd-txt2img" if stages["generate"].get("model") else AUGMENT_DEFAULT)
     try:
         cfg = build_config(config_file=None, preset=params.get("preset"), stages=stages, **top)
     except BackdropError as exc:

@@ -13,12 +13,13 @@ from pathlib import Path
 import streamlit as st
 
 from backdrop.errors import BackdropError
+from backdrop.generate import AUGMENT_DEFAULT
 from backdrop.studio import sets, ui
 from backdrop.studio.ui import linked, one_line, split_list, to_query
 
 LINKS = {  # query name -> (widget key, default, parse)
     "set": ("ds_path", "", str),
-    "generator": ("ds_generator", "random", str),
+    "generator": ("ds_generator", AUGMENT_DEFAULT, str),  # augment's measured default
     "variants": ("ds_variants", 3, int),
     "seed": ("ds_seed", "", str),
     "splits": ("ds_splits", [], split_list),
@@ -117,7 +118,7 @@ def options_form(s: sets.SetSummary, roots: tuple[Path, ...]) -> dict | None:
     st.subheader("Options")
     names = GENERATORS.names()
     if st.session_state.get("ds_generator") not in names:
-        st.session_state["ds_generator"] = "random" if "random" in names else names[0]
+        st.session_state["ds_generator"] = AUGMENT_DEFAULT if AUGMENT_DEFAULT in names else names[0]
     found = list(s.splits)
     chosen = [x for x in st.session_state.get("ds_splits") or [] if x in found]
     st.session_state["ds_splits"] = chosen or (["train"] if "train" in found else found[:1])
