@@ -176,3 +176,23 @@ def test_two_concurrent_runs_share_the_store(yolo, tmp_path):
         with Image.open(p) as im:
             im.load()
     assert not [p for p in store.rglob("*") if p.is_file() and p.suffix != ".png"]  # no temporary left
+
+
+def test_stored_masks_are_the_masks_augment_uses(yolo, tmp_path):
+    """One rule: `backdrop masks` stores, pixel for pixel, the mask `augment` composites with
+    (box-prompted, box fallbacks included), read back from augment's --save-masks side files."""
+    store = tmp_path / "store"
+    assert invoke(yolo, "--store", store, "--segmenter", "classical").exit_code == 0
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["augment", str(yolo), "--out", str(out), "--segmenter", "classical", "-n", "1",
+                                      "--save-masks", "--mask-cache", "off", "-q"])
+    assert result.exit_code == 0, result.output
+    t = ReplaceBackground(masks=store, segment="classical")
+    n = 0
+    for item in open_dataset(yolo).items(["train"]):
+        img = np.asarray(Image.open(item.path).convert("RGB"))
+        stored = MaskStore(store).get(img, item.labels.boxes(), t.store_settings("segment"))
+        side = np.asarray(Image.open(out / ".backdrop" / "side" / "mask" / f"{item.rel}.png").convert("L")) > 127
+        assert stored is not None and np.array_equal(stored, side), item.rel
+        n += 1
+    assert n == 8

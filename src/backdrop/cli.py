@@ -280,6 +280,7 @@ def masks(
     segmenter: Optional[str] = typer.Option(None, "--segmenter", help=f"segment backend for images without mask labels: auto, {_names('segment:SEGMENTERS')}"),
     box_grow: float = typer.Option(0.05, "--box-grow", help="boxes-only labels: the mask is kept inside boxes grown by this share"),
     box_cover: float = typer.Option(0.3, "--box-cover", help="share of a box the mask must cover, else the whole box is kept"),
+    box_prompt: bool = typer.Option(True, "--box-prompt/--no-box-prompt", help="boxes-only labels: segment each box on its own (as augment), or the whole frame"),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="more detail"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
@@ -314,7 +315,7 @@ def masks(
                 bar.advance(1)
 
             summary = fill_masks(source, format=fmt, splits=wanted, store=ms, segment=seg, box_grow=box_grow,
-                                 box_min_cover=box_cover, on_item=on_item)
+                                 box_min_cover=box_cover, box_prompt=box_prompt, on_item=on_item)
         typer.echo(summary.line(ms), err=True)
         if summary.failed:
             raise typer.Exit(1)

@@ -47,7 +47,7 @@ class ReplaceBackground(A.DualTransform):
         on_miss: no mask given or stored: ``segment``, ``box``, ``skip`` or ``error``.
         masks: the mask store folder (``"auto"``: ``$BACKDROP_HOME/cache/pixel-masks``; None: none).
         segment: the segmenter backend for ``on_miss="segment"`` (None: backdrop's default).
-        box_grow, box_min_cover: the labels-aware rule (as ``backdrop augment``'s options).
+        box_grow, box_min_cover, box_prompt: the labels-aware rule (as ``backdrop augment``'s options).
         prompt: for generators that read one (Stable Diffusion backends; slow).
         donors: ``swap``'s donor store (the folder an ``augment --generator swap`` run wrote).
         generator_options: other ``GenerateConfig`` fields (``{"random_style": "studio"}``).
@@ -64,6 +64,7 @@ class ReplaceBackground(A.DualTransform):
         segment: Optional[str]
         box_grow: float = Field(ge=0)
         box_min_cover: float = Field(ge=0, le=1)
+        box_prompt: bool
         prompt: str
         donors: Optional[Union[str, Path]]
         generator_options: Optional[dict[str, Any]]
@@ -77,6 +78,7 @@ class ReplaceBackground(A.DualTransform):
         segment: Optional[str] = None,
         box_grow: float = 0.05,
         box_min_cover: float = 0.3,
+        box_prompt: bool = True,
         prompt: str = "",
         donors: Optional[Union[str, Path]] = None,
         generator_options: Optional[dict[str, Any]] = None,
@@ -90,17 +92,19 @@ class ReplaceBackground(A.DualTransform):
         self.segment = segment
         self.box_grow = box_grow
         self.box_min_cover = box_min_cover
+        self.box_prompt = box_prompt
         self.prompt = prompt
         self.donors = None if donors is None else str(donors)
         self.generator_options = dict(generator_options or {})
         # the core does the work; p is decided here (by albumentations), so the core always applies
         self.core = _Core(generator, backgrounds, p=1.0, on_miss=on_miss, masks=masks, segment=segment,
-                          box_grow=box_grow, box_min_cover=box_min_cover, prompt=prompt, donors=donors,
+                          box_grow=box_grow, box_min_cover=box_min_cover, box_prompt=box_prompt, prompt=prompt,
+                          donors=donors,
                           **self.generator_options)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("generator", "backgrounds", "on_miss", "masks", "segment", "box_grow", "box_min_cover", "prompt",
-                "donors", "generator_options")
+        return ("generator", "backgrounds", "on_miss", "masks", "segment", "box_grow", "box_min_cover", "box_prompt",
+                "prompt", "donors", "generator_options")
 
     @property
     def targets_as_params(self) -> list[str]:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 OnMiss = Literal["segment", "box", "skip", "error"]
 ON_MISS = ("segment", "box", "skip", "error")
-RULE = 1  # bump when the labels-aware rule changes what a stored mask means
+RULE = 2  # bump when the labels-aware rule changes what a stored mask means (2: box-prompted masks)
 
 
 def draw_seed() -> int:
@@ -80,6 +80,7 @@ class ReplaceBackground:
         segment: Any = None,
         box_grow: float = 0.05,
         box_min_cover: float = 0.3,
+        box_prompt: bool = True,
         prompt: str = "",
         donors: str | Path | None = None,
         **generator_options: Any,
@@ -114,6 +115,7 @@ class ReplaceBackground:
         self.masks = masks
         self.box_grow = float(box_grow)
         self.box_min_cover = float(box_min_cover)
+        self.box_prompt = bool(box_prompt)
         self.prompt = prompt
         self._init_state()
 
@@ -129,7 +131,7 @@ class ReplaceBackground:
     # -- pickling: settings travel, loaded things are rebuilt in the worker ------------------------
     def __getstate__(self) -> dict[str, Any]:
         keep = ("generate_config", "segment_config", "generator", "p", "seed", "on_miss", "masks",
-                "box_grow", "box_min_cover", "prompt", "donors")
+                "box_grow", "box_min_cover", "box_prompt", "prompt", "donors")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -142,7 +144,7 @@ class ReplaceBackground:
 
     # -- settings that identify a stored mask -------------------------------------------------------
     def store_settings(self, source: str) -> dict[str, Any]:
-        return store_settings(source, self.segment_config, self.box_grow, self.box_min_cover)
+        return store_settings(source, self.segment_config, self.box_grow, self.box_min_cover, self.box_prompt)
 
     @property
     def store(self) -> Any:
@@ -232,7 +234,7 @@ class ReplaceBackground:
 
     def segment(self, image: np.ndarray, region: Optional[np.ndarray], boxes: Optional[list]) -> np.ndarray:
         """The segmenter's mask by the labels-aware rule (the same steps as ``augment``)."""
-        return segment_mask(self.pipeline, image, region, boxes, self.box_min_cover)
+        return segment_mask(self.pipeline, image, region, boxes, self.box_min_cover, self.box_grow, self.box_prompt)
 
     @property
     def pipeline(self) -> Any:
@@ -308,14 +310,15 @@ class ReplaceBackground:
 # -- helpers shared with `backdrop masks` ------------------------------------------------------------
 
 
-def store_settings(source: str, segment_config: Any, box_grow: float, box_min_cover: float) -> dict[str, Any]:
+def store_settings(source: str, segment_config: Any, box_grow: float, box_min_cover: float,
+                   box_prompt: bool = True) -> dict[str, Any]:
     """What identifies a stored mask besides the pixels and boxes. ``labels``: the labels' own
     mask (polygons, RLE, a mask file); ``segment``: the segmenter's, by the labels-aware rule
     with these settings."""
     if source == "labels":
         return {"source": "labels", "rule": RULE}
     return {"source": "segment", "rule": RULE, "segment": asdict(segment_config),
-            "box_grow": float(box_grow), "box_min_cover": float(box_min_cover)}
+            "box_grow": float(box_grow), "box_min_cover": float(box_min_cover), "box_prompt": bool(box_prompt)}
 
 
 def build_pipeline(segment_config: Any) -> Any:
@@ -327,18 +330,21 @@ def build_pipeline(segment_config: Any) -> Any:
 
 
 def segment_mask(pipe: Any, image: np.ndarray, region: Optional[np.ndarray], boxes: Optional[list],
-                 min_cover: float) -> np.ndarray:
-    """The segmenter's mask (bool) by the labels-aware rule: ``Pipeline.prepare`` (as ``augment``
-    calls it) inside the grown boxes, then every box covered at least ``min_cover`` (else whole)."""
+                 min_cover: float, box_grow: float = 0.05, box_prompt: bool = True) -> np.ndarray:
+    """The segmenter's mask (bool) as ``augment`` makes it: :func:`backdrop.segment.itemmask.item_mask`
+    (each box segmented on its own with ``box_prompt``, else the whole frame kept inside the grown
+    boxes), then, for a whole-frame mask, every box covered at least ``min_cover`` (else whole)."""
     from PIL import Image
 
     from ..datasets.labels import cover_boxes
+    from ..segment.itemmask import item_mask
 
     pil = Image.fromarray(image, "RGB") if isinstance(image, np.ndarray) else image
     reg = None if region is None else Image.fromarray(np.where(region, 255, 0).astype(np.uint8), "L")
-    prep = pipe.prepare(pil, region=reg, background=False)
-    m = np.asarray(prep.mask) > 0
-    if boxes:
+    seg = item_mask(pipe.segmenter, pipe.config.segment, pil, None, boxes=boxes or None, region=reg,
+                    box_prompt=box_prompt, box_grow=box_grow)
+    m = np.asarray(seg.mask) > 0
+    if boxes and seg.objects is None:  # box-prompted masks hold their whole-box fallbacks already
         m = cover_boxes(m, boxes, min_cover)[2]
     return m
 

@@ -2,10 +2,11 @@
 
 Walks any data set ``augment`` reads (the same format detection), and for each image stores the
 mask that ``augment`` would use, by the same labels-aware rule
-(:func:`backdrop.datasets.labels.segment_plan`): polygons/RLE/mask files are the foreground
-themselves; boxes-only labels get the segmenter's mask inside the grown boxes, each box covered
-enough (:func:`backdrop.datasets.labels.cover_boxes`); unlabelled images the segmenter's mask of
-the whole image. Masks are keyed by the decoded pixels (:mod:`backdrop.maskstore`), so
+(:func:`backdrop.datasets.labels.segment_plan`, :func:`backdrop.segment.itemmask.item_mask`):
+polygons/RLE/mask files are the foreground themselves; boxes-only labels get box-prompted masks
+(each box segmented on its own; ``box_prompt=False``: the whole-frame mask inside the grown
+boxes, each box covered enough, :func:`backdrop.datasets.labels.cover_boxes`); unlabelled images
+the segmenter's mask of the whole image. Masks are keyed by the decoded pixels (:mod:`backdrop.maskstore`), so
 :class:`backdrop.transforms.ReplaceBackground` finds them from the image (and its boxes) alone.
 
 Resume: a mask already stored is not made again; every write is atomic (a killed run leaves no
@@ -41,6 +42,7 @@ class MasksSummary:
 
 def fill_masks(source: str | Path, *, format: str = "auto", splits: Optional[Iterable[str]] = ("train",),
                store: Any = None, segment: Any = None, box_grow: float = 0.05, box_min_cover: float = 0.3,
+               box_prompt: bool = True,
                max_pixels: int = 60_000_000, on_item: Optional[Callable[[str], None]] = None,
                pipeline: Any = None) -> MasksSummary:
     """Store every image's mask (see the module docstring). ``splits`` None: all of them.
@@ -59,8 +61,8 @@ def fill_masks(source: str | Path, *, format: str = "auto", splits: Optional[Ite
         segment = SegmentConfig(backend=segment)
     segment = segment or SegmentConfig()
     store = store if isinstance(store, MaskStore) else MaskStore(store)
-    labels_settings = store_settings("labels", segment, box_grow, box_min_cover)
-    segment_settings = store_settings("segment", segment, box_grow, box_min_cover)
+    labels_settings = store_settings("labels", segment, box_grow, box_min_cover, box_prompt)
+    segment_settings = store_settings("segment", segment, box_grow, box_min_cover, box_prompt)
     ds = open_dataset(source, format)
     summary = MasksSummary()
     pipe = pipeline
@@ -85,7 +87,7 @@ def fill_masks(source: str | Path, *, format: str = "auto", splits: Optional[Ite
             if fg is None:
                 if pipe is None:
                     pipe = build_pipeline(segment)
-                fg = segment_mask(pipe, image, region, boxes, box_min_cover)
+                fg = segment_mask(pipe, image, region, boxes, box_min_cover, box_grow, box_prompt)
                 summary.segmented += 1
             else:
                 summary.from_labels += 1
