@@ -19,7 +19,7 @@ from backdrop.cli import app
 from backdrop.config import SegmentConfig
 from backdrop.engine.work import label_check
 from backdrop.segment import SEGMENTERS
-from backdrop.segment.boxes import box_masks
+from backdrop.segment.boxes import METHOD, box_masks
 from backdrop.segment.itemmask import MaskCache, item_mask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_box_records_come_back_from_the_cache(tmp_path):
     other = item_mask(_HalfSegmenter(), SegmentConfig(backend="classical", size=512), img, path, boxes=[box], cache=cache)
     assert not other.cached
     # a mask cached without its record (an older backdrop) is not trusted: remade, record and all
-    key = cache.key(path, cfg, None, {"method": "box-prompt-1", "boxes": [list(map(float, box))], "grow": 0.05})
+    key = cache.key(path, cfg, None, {"method": METHOD, "boxes": [list(map(float, box))], "grow": 0.05})
     p = cache._path(key)
     Image.open(p).convert("L").save(p)  # the same pixels, no text chunk
     again = item_mask(_HalfSegmenter(), cfg, img, path, boxes=[box], cache=cache)

@@ -31,7 +31,7 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
-METHOD = "box-prompt-1"  # recorded, and part of the mask cache key: bump when the masks change
+METHOD = "box-prompt-2"  # recorded, and part of the mask cache key: bump when the masks change
 
 
 @dataclass
@@ -138,7 +138,7 @@ def box_masks(
     margin: float = 0.25,
     grabcut: bool = True,
     iterations: int = 4,
-    grow: int = 3,
+    grow: int = 2,
     seed: int = 0,
     min_cover: float = 0.02,
     small_side: int = 128,
