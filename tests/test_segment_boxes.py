@@ -112,6 +112,26 @@ def test_nothing_in_the_box_falls_back_to_the_whole_box():
     assert thin.fallbacks == [0] and (np.asarray(thin.mask)[10:60, 100] == 255).all()
 
 
+def test_a_crop_is_not_judged_as_a_whole_image():
+    """A box's crop is the box and a margin: its object touches the crop's border by design. The
+    classical segmenter's whole-image warnings (border touched, ...) are not said for crops; the
+    object is judged against its box instead."""
+    from backdrop import runlog
+
+    rng = np.random.default_rng(2)
+    img = Image.fromarray((np.array([60, 140, 60]) + rng.normal(0, 10, (200, 260, 3))).clip(0, 255).astype(np.uint8))
+    ImageDraw.Draw(img).rectangle((0, 50, 99, 149), fill=(200, 60, 60))  # at the image's left edge
+    box = (0, 50, 100, 150)
+    crop = img.crop((0, 25, 125, 175))  # the box and its 25 % margin, cut by the image's edge
+    with runlog.collecting() as whole:
+        _classical()(crop)
+    assert any("touches the image border" in w for w in whole["warnings"])  # what the crop alone says
+    with runlog.collecting() as rec:
+        result = box_masks(img, [box], _classical())
+    assert not [w for w in rec["warnings"] if w.startswith("classical segmenter")], rec["warnings"]
+    assert (np.asarray(result.mask)[50:150, 0:100] == 255).all() and result.objects[0]["sides"] == 4
+
+
 def _models_dir() -> Path | None:
     env = os.environ.get("BACKDROP_TEST_MODELS")
     if not env:

@@ -15,6 +15,9 @@ capability                 default    read by
 ``availability(config)``   None       ``backdrop backends`` (None: usable; else why not)
 ``uses_gpu``               False      engines: a GPU per worker is worth asking for
 ``model_name``             None       what model made the output (metadata), when one did
+Segmenter ``crop_probabilities(crop)``  the mask as 0/1  segment.boxes: a box's crop, as the model's
+                                      probabilities (0..1, the crop's size), without the
+                                      whole-image checks (a crop's border is not the image's)
 Generator ``generative``   False      IPTC source types: a trained model made the pixels
 Generator ``uses_prompt``  True       caption and refine are skipped when False
 Generator ``uses_background``  True   the inpainter is skipped (data sets) when False
@@ -72,6 +75,13 @@ class Segmenter(Backend):
 
     def __call__(self, image: Image.Image) -> Image.Image:
         raise NotImplementedError
+
+    def crop_probabilities(self, crop: Image.Image) -> "np.ndarray":
+        """A box's crop as probabilities of foreground (float32 0..1, the crop's size). A segmenter
+        that gives only binary masks counts its mask as certain."""
+        import numpy as np
+
+        return np.asarray(self(crop).convert("L"), np.float32) / 255.0
 
 
 class Inpainter(Backend):
@@ -173,6 +183,8 @@ def _adapter(base: type[Backend]) -> type:
             if not self.name:
                 self.name = type(inner).__name__
             self.batched = callable(getattr(inner, "generate_batch", None))
+            if callable(getattr(inner, "crop_probabilities", None)):
+                self.crop_probabilities = inner.crop_probabilities  # a segmenter's own, over the default
 
         def __call__(self, *args: Any) -> Any:
             return self.inner(*args)

@@ -45,20 +45,6 @@ class BoxMasks:
         return [o["index"] for o in self.objects if o["fallback"]]
 
 
-def _probabilities_fn(segmenter: Any) -> Callable[[Image.Image], np.ndarray]:
-    """The segmenter's probabilities for a crop (float 0..1, the crop's size); a segmenter that only
-    gives binary masks (the classical one) counts its mask as certain."""
-    fn = getattr(segmenter, "crop_probabilities", None)
-    if callable(fn):
-        return fn
-
-    def binary(crop: Image.Image) -> np.ndarray:
-        m = segmenter(crop)
-        return (np.asarray(m.convert("L"), np.float32) / 255.0)
-
-    return binary
-
-
 def _grabcut(crop: np.ndarray, prob: np.ndarray, inside: np.ndarray, iterations: int, seed: int,
              *, box_prompt: bool = False) -> Optional[np.ndarray]:
     """GrabCut inside the box (outside it: known background). Seeded from the model's
@@ -159,7 +145,9 @@ def box_masks(
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     arr = np.asarray(rgb)
     h, w = arr.shape[:2]
-    probs = _probabilities_fn(segmenter)
+    from ..stages import adopt
+
+    probs = adopt(segmenter, "segment").crop_probabilities
     total = np.zeros((h, w), bool)
     objects, warnings = [], []
     for i, (x0, y0, x1, y1) in enumerate(boxes):

@@ -91,6 +91,15 @@ class ClassicalSegmenter(Segmenter):
         return None  # numpy + OpenCV only, both core dependencies
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        return self._mask(image, whole_image=True)
+
+    def crop_probabilities(self, crop: Image.Image) -> np.ndarray:
+        """A box's crop (segment.boxes), as a certain 0/1 mask. The crop is the box and a margin,
+        so the object touches its border by design, and each object is judged against its box
+        there: the whole-image warnings (border touched, busy border) are not said for crops."""
+        return np.asarray(self._mask(crop, whole_image=False), np.float32) / 255.0
+
+    def _mask(self, image: Image.Image, *, whole_image: bool) -> Image.Image:
         if image.width < 1 or image.height < 1:
             raise InputError(f"cannot segment an empty image ({image.width}x{image.height})")
         rgb = _to_rgb8(image)
@@ -98,7 +107,7 @@ class ClassicalSegmenter(Segmenter):
         # an extreme aspect keeps a usable short side (10x10000 works at 10x512, not 1x512)
         size = working_size(W, H, WORK_SIDE)
         small = rgb if size == (W, H) else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        mask, confidence = self._segment(small)
+        mask, confidence = self._segment(small, whole_image)
         # the edge is snapped at up to SNAP_SIDE (cost grows with the area), then upsampled
         mid_size = working_size(W, H, SNAP_SIDE)
         mid = rgb if mid_size == (W, H) else cv2.resize(rgb, mid_size, interpolation=cv2.INTER_AREA)
@@ -112,10 +121,11 @@ class ClassicalSegmenter(Segmenter):
         return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L")
 
     # -- the steps ---------------------------------------------------------------------------------
-    def _segment(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    def _segment(self, rgb: np.ndarray, whole_image: bool = True) -> tuple[np.ndarray, float]:
         h, w = rgb.shape[:2]
         if min(h, w) < 8:
-            runlog.warn(f"classical segmenter: image too small to model ({w}x{h}); whole image kept as foreground")
+            if whole_image:
+                runlog.warn(f"classical segmenter: image too small to model ({w}x{h}); whole image kept as foreground")
             return np.ones((h, w), bool), 0.0
         model = _background_model(rgb)
         dist = model.distance
@@ -132,10 +142,10 @@ class ClassicalSegmenter(Segmenter):
                 mask = refined
             else:
                 runlog.note("segment_grabcut", f"ignored (IoU {agreement:.2f} with its start)")
-        mask = self._never_empty(mask, dist, thr)
-        return mask, self._confidence(mask, dist, thr, model, agreement)
+        mask = self._never_empty(mask, dist, thr, whole_image)
+        return mask, self._confidence(mask, dist, thr, model, agreement, whole_image)
 
-    def _never_empty(self, mask: np.ndarray, dist: np.ndarray, thr: float) -> np.ndarray:
+    def _never_empty(self, mask: np.ndarray, dist: np.ndarray, thr: float, say: bool = True) -> np.ndarray:
         if mask.any():
             return mask
         h, w = mask.shape
@@ -145,14 +155,17 @@ class ClassicalSegmenter(Segmenter):
             cut = _otsu_threshold(dist, clamp=False)
             guess = _clean(dist > cut, dist, thr, 1, min_share=0.0)
         if guess.any():
-            runlog.warn("classical segmenter found no clear foreground; returned the most distinct region as a guess")
+            message = "classical segmenter found no clear foreground; returned the most distinct region as a guess"
         else:
             ys, xs = np.ogrid[:h, :w]
             guess = ((xs - w / 2) / (w / 4)) ** 2 + ((ys - h / 2) / (h / 4)) ** 2 <= 1
-            runlog.warn("classical segmenter found no foreground at all (uniform image?); returned a centred ellipse")
+            message = "classical segmenter found no foreground at all (uniform image?); returned a centred ellipse"
+        if say:  # not for a box's crop: segment.boxes judges the guess against its box
+            runlog.warn(message)
         return guess
 
-    def _confidence(self, mask: np.ndarray, dist: np.ndarray, thr: float, model: _Model, agreement: float) -> float:
+    def _confidence(self, mask: np.ndarray, dist: np.ndarray, thr: float, model: _Model, agreement: float,
+                    whole_image: bool = True) -> float:
         area = float(mask.mean())
         frame = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
         touch = float(frame.mean())
@@ -161,17 +174,17 @@ class ClassicalSegmenter(Segmenter):
         rest = model.border & ~mask
         off = float((dist[rest] > thr).mean()) if rest.any() else 1.0
         busy = float(np.mean(model.sigma))
-        if busy > BUSY_SIGMA or off > OUTLIER_WARN:
+        if whole_image and (busy > BUSY_SIGMA or off > OUTLIER_WARN):
             runlog.warn(
                 "classical segmenter: the image border is not a plain background "
                 f"(colour spread {busy:.1f}, {off:.0%} off-model); try the rembg backend"
             )
-        if touch > TOUCH_WARN:
+        if whole_image and touch > TOUCH_WARN:
             runlog.warn(
                 f"classical segmenter: the object touches the image border ({touch:.0%} of it); "
                 "the background model and the mask may be off there"
             )
-        if area > 0.9:
+        if whole_image and area > 0.9:
             runlog.warn(f"classical segmenter: the mask covers {area:.0%} of the image; background too busy or object fills the frame?")
         # separation of the two sides, in units of the threshold
         fg = np.median(dist[mask]) if mask.any() else 0.0
