@@ -209,3 +209,24 @@ def test_readme_presets_table_is_the_registry():
 
     rows = _readme_rows("| preset | segment | inpaint | caption | refine | generate |")
     assert [_names(r[0])[0] for r in rows] == list(PRESETS)
+
+
+def test_a_capability_is_read_from_the_contract_before_a_backend_is_built():
+    """Registry.capability: what a registered generator declares (swap needs the set's donor
+    store), and the contract's default for a class that does not subclass the stage's base."""
+    from backdrop.generate import GENERATORS as registry
+
+    class Plain:  # a caller's own generator class: no flags declared
+        def __init__(self, config):
+            pass
+
+    registry.register("test-plain", Plain)
+    try:
+        assert registry.capability("swap", "needs_set") is True
+        assert registry.capability("random", "needs_set") is False
+        assert registry.capability("test-plain", "needs_set") is False
+        assert registry.capability("test-plain", "uses_prompt") is True  # the contract's default
+        names = registry.single_image_names()
+        assert "test-plain" in names and "random" in names and "swap" not in names
+    finally:
+        registry.unregister("test-plain")

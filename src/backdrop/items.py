@@ -79,7 +79,7 @@ def _needs_set(job: Job) -> bool:
     from .generate import GENERATORS
 
     try:
-        return GENERATORS.load(job.config.generate.backend).needs_set
+        return GENERATORS.capability(job.config.generate.backend, "needs_set")
     except BackdropError:
         return False  # an unknown name fails later, with its own message
 

@@ -77,6 +77,14 @@ class Registry:
         module = importlib.import_module(module_name, package=__package__)
         return getattr(module, attr)
 
+    def capability(self, name: str, flag: str) -> Any:
+        """What backend ``name`` declares for ``flag`` (a class attribute of the stage's contract,
+        ``backdrop.stages``), before one is built: the contract's default where a registered class
+        that does not subclass it leaves the flag out."""
+        from .stages import STAGES
+
+        return getattr(self.load(name), flag, getattr(STAGES[self.stage], flag))
+
     def create(self, name: str, config: Any) -> Any:
         """Build the backend ``name`` from its stage ``config``."""
         return self.load(name)(config)

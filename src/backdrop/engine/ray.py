@@ -62,7 +62,7 @@ def uses_gpu(job: Job) -> bool:
     from ..generate import GENERATORS
 
     try:
-        return GENERATORS.load(job.config.generate.backend).uses_gpu  # what the backend declares
+        return GENERATORS.capability(job.config.generate.backend, "uses_gpu")  # what the backend declares
     except Exception:  # noqa: BLE001 - an unknown or uninstallable backend fails later, with its own message
         return False
 

@@ -37,7 +37,7 @@ class _GeneratorRegistry(Registry):
     def single_image_names(self) -> list[str]:
         """The generators that work on one image alone: not those drawing from a set (swap), which
         need a batch (``backdrop augment`` / ``run`` over several images)."""
-        return [n for n in self.names() if not self.load(n).needs_set]
+        return [n for n in self.names() if not self.capability(n, "needs_set")]
 
 
 # ``backdrop augment``'s and ``backdrop.augment()``'s generator when none is named (and no pool folder

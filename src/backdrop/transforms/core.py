@@ -104,7 +104,7 @@ class ReplaceBackground:
         avail = GENERATORS.availability(generator, self.generate_config)
         if not avail.usable:
             raise ConfigError(f"generator {generator!r}: {avail.reason}")
-        if getattr(GENERATORS.load(generator), "needs_set", False) and donors is None:
+        if GENERATORS.capability(generator, "needs_set") and donors is None:
             raise ConfigError(f"generator {generator!r} draws from a set's donor store: pass donors=DIR, the "
                               "OUT/.backdrop/donors/<settings> folder that a `backdrop augment --generator swap` run wrote")
         self.donors = None if donors is None else str(donors)

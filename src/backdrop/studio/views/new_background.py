@@ -52,7 +52,7 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     segment = replace(defaults.segment, backend=seg) if seg == defaults.segment.backend else SegmentConfig(backend=seg)
     refine = replace(defaults.refine, backend=ref) if ref == defaults.refine.backend else RefineConfig(backend=ref)
     gen_cfg = GenerateConfig(backend=gen)
-    if GENERATORS.load(gen).generative:  # a model made the pixels: its settings
+    if GENERATORS.capability(gen, "generative"):  # a model made the pixels: its settings
         with sb.expander("Diffusion settings", expanded=True):
             st.session_state.setdefault("bg_model", "")
             model = st.text_input("Model (empty: the backend's default)", key="bg_model").strip()
@@ -67,7 +67,7 @@ def stage_config() -> tuple[PipelineConfig, dict[str, str]]:
     cfg = PipelineConfig(segment=segment, inpaint=InpaintConfig(backend=inp), caption=CaptionConfig(backend=cap),
                          refine=refine, generate=gen_cfg)
     problems: dict[str, str] = {}
-    if GENERATORS.load(gen).generative:  # a model made the pixels: its settings
+    if GENERATORS.capability(gen, "generative"):  # a model made the pixels: its settings
         problem = core.model_problem(model, default=GENERATORS.load(gen).default_model)
         if problem:
             problems["generate"] = f"Generate ({gen}): {problem}"
@@ -147,7 +147,7 @@ def new_background_page() -> None:
 
     from backdrop.generate import GENERATORS
 
-    if not GENERATORS.load(cfg.generate.backend).uses_prompt:
+    if not GENERATORS.capability(cfg.generate.backend, "uses_prompt"):
         st.caption(f"ℹ The {cfg.generate.backend} generator does not read the prompt; it is kept in the "
                    "record but not written into the images' parameters.")
     positive = st.text_area("Prompt (edit before generating)", key="bg_prompt", height=90)
