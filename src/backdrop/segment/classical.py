@@ -145,7 +145,7 @@ class ClassicalSegmenter(Segmenter):
         mask = self._never_empty(mask, dist, thr, whole_image)
         return mask, self._confidence(mask, dist, thr, model, agreement, whole_image)
 
-    def _never_empty(self, mask: np.ndarray, dist: np.ndarray, thr: float, say: bool = True) -> np.ndarray:
+    def _never_empty(self, mask: np.ndarray, dist: np.ndarray, thr: float, whole_image: bool = True) -> np.ndarray:
         if mask.any():
             return mask
         h, w = mask.shape
@@ -160,7 +160,7 @@ class ClassicalSegmenter(Segmenter):
             ys, xs = np.ogrid[:h, :w]
             guess = ((xs - w / 2) / (w / 4)) ** 2 + ((ys - h / 2) / (h / 4)) ** 2 <= 1
             message = "classical segmenter found no foreground at all (uniform image?); returned a centred ellipse"
-        if say:  # not for a box's crop: segment.boxes judges the guess against its box
+        if whole_image:  # not for a box's crop: segment.boxes judges the guess against its box
             runlog.warn(message)
         return guess
 
